@@ -1,0 +1,92 @@
+//! Conflict listing and admin resolution.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{admin, bearer, blocking, parse_json, read_body};
+use crate::engine::{Caller, Engine, EngineError};
+use crate::protocol::api::{ConflictList, ResolveRequest};
+use crate::store::history::HistoryFilter;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/sync/conflicts", web::get().to(list))
+        .route("/api/sync/conflicts/{id}/resolve", web::post().to(resolve));
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    entity_type: Option<String>,
+    entity_uuid: Option<String>,
+    node_id: Option<String>,
+    unresolved: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+async fn list(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let unresolved_only = match q.unresolved.as_deref() {
+        None | Some("") | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(EngineError::InvalidRequest(format!(
+                "unresolved must be true or false, not {other:?}"
+            ))
+            .into())
+        }
+    };
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => 100,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::from(EngineError::InvalidRequest(
+                    "limit must be a whole number from 1 to 1000".into(),
+                ))
+            })?,
+    };
+    let token = bearer(&req);
+    let filter = HistoryFilter {
+        entity_type: q.entity_type.filter(|s| !s.is_empty()),
+        entity_uuid: q.entity_uuid.filter(|s| !s.is_empty()),
+        node_id: q.node_id.filter(|s| !s.is_empty()),
+        unresolved_only,
+        before_seq: None,
+        limit,
+    };
+    let before = q.before.filter(|s| !s.is_empty());
+    let conflicts = blocking(&engine, move |e| {
+        if let Caller::Node(me) = e.authenticate(token.as_deref())? {
+            if filter.node_id.as_deref() != Some(me.id.as_str()) {
+                return Err(EngineError::Forbidden(
+                    "a node may list only its own conflicts: add ?node_id=<its own id>".into(),
+                ));
+            }
+        }
+        e.list_conflicts(filter, before.as_deref())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(ConflictList { conflicts }))
+}
+
+async fn resolve(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let limit = engine.settings().server.max_body_bytes;
+    let body = read_body(&req, payload, limit, ApiError::TooLarge).await?;
+    let request: ResolveRequest = parse_json(&body)?;
+    let id = path.into_inner();
+    let entity = blocking(&engine, move |e| e.resolve_conflict(&id, request)).await?;
+    Ok(HttpResponse::Ok().json(entity))
+}

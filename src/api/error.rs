@@ -1,0 +1,89 @@
+//! The one place where errors become HTTP: status code + `{"error", "message"}`.
+//!
+//! Internal errors are logged in full and answered with a generic sentence, so database
+//! details never reach clients.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::engine::EngineError;
+use crate::protocol::api::ErrorBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The body is not JSON at all (400).
+    #[error("{0}")]
+    BadJson(String),
+    /// Over the body limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The blocking pool was shut down or a worker panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        use EngineError as E;
+        match self {
+            ApiError::Engine(e) => match e {
+                E::InvalidPacket(_) => (StatusCode::BAD_REQUEST, "invalid_packet"),
+                E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+                E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                E::PacketGap { .. } => (StatusCode::CONFLICT, "packet_gap"),
+                E::SchemaMismatch(_) => (StatusCode::CONFLICT, "schema_mismatch"),
+                E::PacketTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "packet_too_large"),
+                E::InvalidAck(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_ack"),
+                E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                E::CodeTaken(_) => (StatusCode::CONFLICT, "code_taken"),
+                E::AlreadyResolved(_) => (StatusCode::CONFLICT, "already_resolved"),
+                E::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+                E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            },
+            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.parts();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            "the server failed to process the request; see the server log".to_string()
+        } else {
+            self.to_string()
+        };
+        let expected_packet_no = match self {
+            ApiError::Engine(EngineError::PacketGap { expected, .. }) => Some(*expected),
+            _ => None,
+        };
+        HttpResponse::build(status).json(ErrorBody {
+            error: code.to_string(),
+            message,
+            expected_packet_no,
+        })
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

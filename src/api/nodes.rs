@@ -1,0 +1,67 @@
+//! Node administration: list, disable, enable, rotate token.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::ApiResult;
+use super::extract::{admin, blocking};
+use crate::engine::Engine;
+use crate::protocol::api::NodeList;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/sync/nodes", web::get().to(list))
+        .route("/api/sync/nodes/{id}/disable", web::post().to(disable))
+        .route("/api/sync/nodes/{id}/enable", web::post().to(enable))
+        .route("/api/sync/nodes/{id}/token", web::post().to(rotate));
+}
+
+async fn list(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let nodes = blocking(&engine, |e| e.list_nodes()).await?;
+    Ok(HttpResponse::Ok().json(NodeList { nodes }))
+}
+
+async fn set_active(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    id: String,
+    active: bool,
+) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let node = blocking(&engine, move |e| {
+        let n = e.find_node_by_id(&id)?;
+        e.set_node_active(&n.id, active)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(node))
+}
+
+async fn disable(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    set_active(engine, req, path.into_inner(), false).await
+}
+
+async fn enable(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    set_active(engine, req, path.into_inner(), true).await
+}
+
+async fn rotate(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let id = path.into_inner();
+    let resp = blocking(&engine, move |e| {
+        let n = e.find_node_by_id(&id)?;
+        e.rotate_token(&n.id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(resp))
+}

@@ -1,0 +1,103 @@
+//! `/api/sync/register`, `/api/sync/exchange`, `/api/sync/status`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{admin, bearer, blocking, parse_json, read_body};
+use crate::engine::{Engine, EngineError};
+use crate::protocol::api::{ExchangeRequest, ExchangeResponse, RegisterRequest};
+use crate::protocol::{codec, decode_hex_packet};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/sync/register", web::post().to(register))
+        .route("/api/sync/exchange", web::post().to(exchange))
+        .route("/api/sync/status", web::get().to(server_status))
+        .route("/api/sync/status/{node_id}", web::get().to(node_status));
+}
+
+async fn register(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    if !engine.settings().server.open_registration {
+        admin(&engine, &req).await?;
+    }
+    let body = read_body(&req, payload, 64 * 1024, ApiError::TooLarge).await?;
+    let request: RegisterRequest = parse_json(&body)?;
+    let resp = blocking(&engine, move |e| e.register(request)).await?;
+    Ok(HttpResponse::Created().json(resp))
+}
+
+async fn exchange(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let token = bearer(&req);
+    let node = blocking(&engine, move |e| e.require_node(token.as_deref())).await?;
+    let limit = engine.settings().server.max_body_bytes;
+    let body = read_body(&req, payload, limit, |m| {
+        ApiError::Engine(EngineError::PacketTooLarge(m))
+    })
+    .await?;
+    let max_packet = engine.settings().server.max_packet_bytes;
+    let outcome = blocking(&engine, move |e| {
+        let envelope: ExchangeRequest = serde_json::from_slice(&body).map_err(|err| {
+            EngineError::InvalidPacket(format!(
+                "body must be JSON {{\"packet_data\": \"<hex of gzip packet>\"}}: {err}"
+            ))
+        })?;
+        drop(body);
+        let packet = decode_hex_packet(&envelope.packet_data, max_packet)?;
+        drop(envelope);
+        let outcome = e.exchange(&node, packet)?;
+        let hex = codec::encode_packet_hex(&outcome.answer);
+        Ok((outcome, hex))
+    })
+    .await?;
+    let (outcome, packet_data) = outcome;
+    let r = outcome.report;
+    let message = if r.duplicate {
+        "Duplicate packet: already applied, acknowledged again".to_string()
+    } else if r.errors.is_empty() {
+        "Sync completed successfully".to_string()
+    } else {
+        format!(
+            "Sync completed; {} change(s) rejected (see errors)",
+            r.errors.len()
+        )
+    };
+    Ok(HttpResponse::Ok().json(ExchangeResponse {
+        success: true,
+        duplicate: r.duplicate,
+        packet_data,
+        processed_count: r.processed_count,
+        error_count: r.errors.len() as u64,
+        conflict_count: r.conflicts.len() as u64,
+        errors: r.errors,
+        conflicts: r.conflicts,
+        message,
+    }))
+}
+
+async fn node_status(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let token = bearer(&req);
+    let node_id = path.into_inner();
+    let status = blocking(&engine, move |e| {
+        let caller = e.authenticate(token.as_deref())?;
+        e.node_status(&caller, &node_id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+async fn server_status(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let status = blocking(&engine, |e| e.server_status()).await?;
+    Ok(HttpResponse::Ok().json(status))
+}

@@ -1,0 +1,179 @@
+//! Offline transfer on the server: `export` and `import` of `.syncpkt` files.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::CliResult;
+use crate::engine::Engine;
+use crate::protocol::{codec, decode_packet_bytes};
+
+/// `<sender_code>-to-<receiver_code>-<packet_no, 8 digits>.syncpkt`
+pub fn packet_file_name(sender: &str, receiver: &str, packet_no: u64) -> String {
+    format!("{sender}-to-{receiver}-{packet_no:08}.syncpkt")
+}
+
+pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliResult {
+    let code = engine.find_node(node)?.code;
+    std::fs::create_dir_all(out)
+        .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
+    let (node, packet) = engine.export_packet(&code)?;
+    let bytes = codec::encode_packet(&packet);
+    let path = out.join(packet_file_name(engine.server_code(), &node.code, packet.packet_no));
+    write_atomic(&path, &bytes)?;
+    if json_out {
+        println!(
+            "{}",
+            json!({"file": path, "packet_no": packet.packet_no, "changes": packet.changes.len(),
+                   "more": packet.more, "bytes": bytes.len()})
+        );
+    } else {
+        println!(
+            "wrote {} (packet {}, {} changes, {} bytes{})",
+            path.display(),
+            packet.packet_no,
+            packet.changes.len(),
+            bytes.len(),
+            if packet.more {
+                "; more pending: import the node's acknowledgment, then export again, or use --max-changes"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a packet.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("syncpkt.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Expands directories into their `.syncpkt` files, ordered by (sender, packet_no).
+pub fn collect_packet_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().map(|x| x == "syncpkt").unwrap_or(false))
+                .collect();
+            files.sort_by_key(|f| file_order_key(f));
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Sort key from the file name: (sender part, packet number).
+fn file_order_key(path: &Path) -> (String, u64, String) {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if let Some((prefix, no)) = name.rsplit_once('-') {
+        if let Ok(n) = no.parse::<u64>() {
+            return (prefix.to_string(), n, name.clone());
+        }
+    }
+    (name.clone(), 0, name)
+}
+
+pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
+    let files = collect_packet_files(paths)?;
+    if files.is_empty() {
+        return Err("no .syncpkt files found".into());
+    }
+    let total = files.len();
+    let mut failed = 0usize;
+    let (mut applied, mut duplicates, mut errors, mut conflicts, mut processed) = (0, 0, 0, 0, 0u64);
+    let mut results = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let outcome = (|| -> Result<_, Box<dyn std::error::Error>> {
+            let bytes = std::fs::read(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            if bytes.len() > 4 * 1024 * 1024 && !json_out {
+                eprintln!(
+                    "[{}/{}] decoding {} ({:.1} MiB)…",
+                    i + 1,
+                    total,
+                    file.display(),
+                    bytes.len() as f64 / 1048576.0
+                );
+            }
+            let packet =
+                decode_packet_bytes(&bytes, engine.settings().server.max_packet_bytes)?;
+            let packet_no = packet.packet_no;
+            let (code, report) = engine.import_packet(packet)?;
+            Ok((code, packet_no, report))
+        })();
+        match outcome {
+            Ok((code, packet_no, r)) => {
+                if r.duplicate {
+                    duplicates += 1;
+                } else {
+                    applied += 1;
+                }
+                errors += r.errors.len();
+                conflicts += r.conflicts.len();
+                processed += r.processed_count;
+                if json_out {
+                    results.push(json!({"file": file, "node": code, "packet_no": packet_no,
+                        "duplicate": r.duplicate, "processed": r.processed_count,
+                        "errors": r.errors, "conflicts": r.conflicts}));
+                } else {
+                    println!(
+                        "[{}/{}] {}: node {} packet {}: {}",
+                        i + 1,
+                        total,
+                        file.display(),
+                        code,
+                        packet_no,
+                        if r.duplicate {
+                            "duplicate, already applied".to_string()
+                        } else {
+                            format!(
+                                "{} applied, {} rejected, {} conflicts",
+                                r.processed_count,
+                                r.errors.len(),
+                                r.conflicts.len()
+                            )
+                        }
+                    );
+                    for e in &r.errors {
+                        println!("    rejected {} {}/{}: {}", e.change_id, e.entity_type, e.entity_uuid, e.message);
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if json_out {
+                    results.push(json!({"file": file, "error": e.to_string()}));
+                } else {
+                    println!("[{}/{}] {}: FAILED: {e}", i + 1, total, file.display());
+                }
+            }
+        }
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"files": results, "applied": applied, "duplicates": duplicates,
+                   "failed": failed, "processed": processed, "errors": errors, "conflicts": conflicts})
+        );
+    } else {
+        println!(
+            "import: {applied} applied, {duplicates} duplicates, {failed} failed; {processed} changes processed, {errors} rejected, {conflicts} conflicts"
+        );
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

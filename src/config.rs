@@ -1,0 +1,334 @@
+//! Layered configuration (PROTOCOL §9): `config/default.toml` (or the copy built into the
+//! binary when the file is absent), then the file named by `STARSYNC_CONFIG`, then environment
+//! variables. The result is an immutable [`Settings`] value passed to whoever needs it: no
+//! global mutable configuration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The defaults shipped with the source, used when `config/default.toml` is not on disk.
+const BUILTIN_DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid TOML: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}={value:?} is invalid: {message}")]
+    Env {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub sync: SyncSettings,
+    pub conflicts: ConflictSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub open_registration: bool,
+    pub max_body_bytes: usize,
+    pub max_packet_bytes: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: u32,
+    pub wal_autocheckpoint: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    pub batch_size: usize,
+    pub schema_version: String,
+    pub packet_timeout: u64,
+    pub max_retries: u32,
+}
+
+/// Conflict strategies of PROTOCOL §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    ServerWins,
+    TimestampWins,
+    ClientWins,
+    Manual,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::ServerWins => "server_wins",
+            Strategy::TimestampWins => "timestamp_wins",
+            Strategy::ClientWins => "client_wins",
+            Strategy::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "server_wins" => Some(Strategy::ServerWins),
+            "timestamp_wins" => Some(Strategy::TimestampWins),
+            "client_wins" => Some(Strategy::ClientWins),
+            "manual" => Some(Strategy::Manual),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictSettings {
+    pub default: Strategy,
+    #[serde(default)]
+    pub types: BTreeMap<String, TypeRules>,
+}
+
+/// Rules for one entity type.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRules {
+    /// Strategy for this type; the default strategy when absent.
+    pub strategy: Option<Strategy>,
+    /// Field → value that survives any conflict ("done wins").
+    #[serde(default)]
+    pub priority_values: BTreeMap<String, serde_json::Value>,
+    /// Server-only type: node changes are rejected per change.
+    #[serde(default)]
+    pub immutable: bool,
+    /// An UPDATE revives a deleted entity instead of losing to the tombstone.
+    #[serde(default)]
+    pub resurrect: bool,
+}
+
+impl ConflictSettings {
+    /// The rules for a type (an empty rule set when the type is not configured).
+    pub fn rules(&self, entity_type: &str) -> Option<&TypeRules> {
+        self.types.get(entity_type)
+    }
+
+    pub fn strategy_for(&self, entity_type: &str) -> Strategy {
+        self.rules(entity_type)
+            .and_then(|r| r.strategy)
+            .unwrap_or(self.default)
+    }
+}
+
+impl Settings {
+    /// Loads the layers from the real process environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(Path::new("config/default.toml"), &env)
+    }
+
+    /// Loads the layers with an explicit defaults path and environment (testable, no globals).
+    pub fn load_from(
+        defaults_path: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let (base_text, base_name) = match std::fs::read_to_string(defaults_path) {
+            Ok(t) => (t, defaults_path.display().to_string()),
+            Err(_) => (BUILTIN_DEFAULTS.to_string(), "built-in defaults".to_string()),
+        };
+        let mut merged = parse_toml(&base_text, &base_name)?;
+        if let Some(path) = env.get("STARSYNC_CONFIG").filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: PathBuf::from(path),
+                source,
+            })?;
+            let overlay = parse_toml(&text, path)?;
+            merge(&mut merged, overlay);
+        }
+        let mut settings: Settings =
+            merged
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: "merged configuration".into(),
+                    message: e.to_string(),
+                })?;
+        settings.apply_env(env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        fn get<'a>(env: &'a HashMap<String, String>, k: &str) -> Option<&'a String> {
+            env.get(k)
+        }
+        fn num<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                var,
+                value: v.to_string(),
+                message: "expected a whole number".into(),
+            })
+        }
+        if let Some(v) = get(env, "STARSYNC_BIND") {
+            self.server.bind = v.clone();
+        }
+        if let Some(v) = get(env, "STARSYNC_DATA_DIR") {
+            self.server.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get(env, "DATABASE_URL") {
+            self.database.url = v.clone();
+        }
+        if let Some(v) = get(env, "STARSYNC_ADMIN_TOKEN") {
+            self.server.admin_token = v.clone();
+        }
+        if let Some(v) = get(env, "STARSYNC_OPEN_REGISTRATION") {
+            self.server.open_registration = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "STARSYNC_OPEN_REGISTRATION",
+                        value: v.clone(),
+                        message: "expected true or false".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get(env, "STARSYNC_BATCH_SIZE") {
+            self.sync.batch_size = num("STARSYNC_BATCH_SIZE", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_SCHEMA_VERSION") {
+            self.sync.schema_version = v.clone();
+        }
+        if let Some(v) = get(env, "STARSYNC_CONFLICT_STRATEGY") {
+            self.conflicts.default = Strategy::parse(v.trim()).ok_or(ConfigError::Env {
+                var: "STARSYNC_CONFLICT_STRATEGY",
+                value: v.clone(),
+                message: "expected server_wins, timestamp_wins, client_wins or manual".into(),
+            })?;
+        }
+        if let Some(v) = get(env, "STARSYNC_MAX_BODY_BYTES") {
+            self.server.max_body_bytes = num("STARSYNC_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_MAX_PACKET_BYTES") {
+            self.server.max_packet_bytes = num("STARSYNC_MAX_PACKET_BYTES", v)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sync.batch_size == 0 || self.sync.batch_size > 100_000 {
+            return Err(ConfigError::Invalid(
+                "sync.batch_size must be between 1 and 100000".into(),
+            ));
+        }
+        if self.server.max_body_bytes < 1024 || self.server.max_packet_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes and server.max_packet_bytes must be at least 1024".into(),
+            ));
+        }
+        for name in self.conflicts.types.keys() {
+            if !crate::protocol::validate::is_valid_entity_type(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "[conflicts.types.{name}]: {name:?} is not a valid entity type name"
+                )));
+            }
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "database.pool_size must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or the SQLite file under `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database.url.trim().is_empty() {
+            self.server
+                .data_dir
+                .join("starsync.db")
+                .display()
+                .to_string()
+        } else {
+            self.database.url.trim().to_string()
+        }
+    }
+}
+
+fn parse_toml(text: &str, name: &str) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Recursive table merge: values in `overlay` replace those in `base`.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.toml");
+        std::fs::write(
+            &file,
+            "[sync]\nbatch_size = 7\n[conflicts.types.Task]\nstrategy = \"manual\"\n",
+        )
+        .unwrap();
+        let mut env = HashMap::new();
+        env.insert("STARSYNC_CONFIG".into(), file.display().to_string());
+        env.insert("STARSYNC_BIND".into(), "127.0.0.1:0".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.sync.batch_size, 7);
+        assert_eq!(s.server.bind, "127.0.0.1:0");
+        assert_eq!(s.conflicts.strategy_for("Task"), Strategy::Manual);
+        assert_eq!(s.conflicts.strategy_for("Other"), Strategy::ServerWins);
+        env.insert("STARSYNC_BATCH_SIZE".into(), "9".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.sync.batch_size, 9);
+    }
+
+    #[test]
+    fn bad_env_names_the_variable() {
+        let mut env = HashMap::new();
+        env.insert("STARSYNC_CONFLICT_STRATEGY".into(), "random".into());
+        let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();
+        assert!(err.to_string().contains("STARSYNC_CONFLICT_STRATEGY"));
+    }
+}

@@ -1,0 +1,386 @@
+//! Applying one node change to the entity store: the conflict rules of PROTOCOL §5.
+
+use serde_json::{Map, Value};
+
+use crate::protocol::api::ConflictReport;
+use crate::config::{Strategy, TypeRules};
+use crate::protocol::{self, Change, ChangeRejection, Operation};
+use crate::store::models::{Entity, HistoryRow, QueueRow};
+use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
+
+/// Hands out global sequence numbers inside one write transaction; the counter row is written
+/// back once at the end ([`SeqAlloc::finish`]).
+pub struct SeqAlloc {
+    next: i64,
+    start: i64,
+}
+
+impl SeqAlloc {
+    pub fn begin(conn: &mut Conn) -> StoreResult<SeqAlloc> {
+        let last = crate::store::last_seq(conn)?;
+        Ok(SeqAlloc {
+            next: last + 1,
+            start: last + 1,
+        })
+    }
+
+    pub fn take(&mut self) -> i64 {
+        let s = self.next;
+        self.next += 1;
+        s
+    }
+
+    /// Highest number handed out so far (or the stored one when none was).
+    pub fn last(&self) -> i64 {
+        self.next - 1
+    }
+
+    pub fn finish(self, conn: &mut Conn) -> StoreResult<()> {
+        let used = self.next - self.start;
+        if used > 0 {
+            crate::store::alloc_seq(conn, used)?;
+        }
+        Ok(())
+    }
+}
+
+/// What applying one change did.
+#[derive(Debug)]
+pub enum Applied {
+    /// Applied, or a no-op (deleting what is not there).
+    Done,
+    /// A conflict, recorded in history.
+    Conflict(ConflictReport),
+}
+
+/// The context of one packet being applied.
+pub struct ApplyCtx<'a> {
+    pub node_id: &'a str,
+    pub now: &'a str,
+    pub seq: &'a mut SeqAlloc,
+}
+
+/// Applies a change that passed [`protocol::validate_change`]. Rejections are per change;
+/// store errors abort the whole packet.
+pub fn apply_change(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    rules: Option<&TypeRules>,
+    strategy: Strategy,
+    c: &Change,
+    op: Operation,
+) -> Result<Result<Applied, ChangeRejection>, StoreError> {
+    if rules.map(|r| r.immutable).unwrap_or(false) {
+        return Ok(Err(ChangeRejection::new(
+            "immutable_type",
+            format!(
+                "entity type {} is server-only (immutable); nodes cannot change it",
+                c.entity_type
+            ),
+        )));
+    }
+    let updated_at = protocol::parse_ts(&c.updated_at)
+        .map(protocol::format_ts)
+        .unwrap_or_else(|| ctx.now.to_string());
+    let mut base = c.base_version.unwrap_or(0) as i64;
+    let existing = entities::get(conn, &c.entity_type, &c.entity_uuid)?;
+    let Some(e) = existing else {
+        if op == Operation::Delete {
+            return Ok(Ok(Applied::Done));
+        }
+        if base > 0 {
+            return Ok(Err(version_ahead(base, 0)));
+        }
+        let seq = ctx.seq.take();
+        entities::upsert(
+            conn,
+            &Entity {
+                entity_type: c.entity_type.clone(),
+                entity_uuid: c.entity_uuid.clone(),
+                data: c.data_text().to_string(),
+                version: 1,
+                updated_at,
+                is_deleted: false,
+                author_node_id: Some(ctx.node_id.to_string()),
+                holder_node_id: Some(ctx.node_id.to_string()),
+                seq,
+                created_seq: seq,
+                change_id: Some(c.change_id.clone()),
+                applied_at: ctx.now.to_string(),
+            },
+        )?;
+        return Ok(Ok(Applied::Done));
+    };
+
+    if op == Operation::Insert {
+        base = 0;
+    }
+    if base > e.version {
+        return Ok(Err(version_ahead(base, e.version)));
+    }
+    let own = e.author_node_id.as_deref() == Some(ctx.node_id);
+    let concurrent = base < e.version && !own;
+
+    if e.is_deleted {
+        if op == Operation::Delete {
+            return Ok(Ok(Applied::Done));
+        }
+        let resurrect = rules.map(|r| r.resurrect).unwrap_or(false);
+        if resurrect || own {
+            write_version(conn, ctx, &e, c.data_text().to_string(), false, updated_at, Some(c))?;
+            return Ok(Ok(Applied::Done));
+        }
+        // Delete wins: the update is kept in history and the tombstone goes back to the node.
+        let report = record_conflict(
+            conn,
+            ctx,
+            &e,
+            c,
+            Some(ctx.node_id.to_string()),
+            c.data_text().to_string(),
+            "delete_wins",
+            "server",
+        )?;
+        requeue_for_node(conn, ctx, &e)?;
+        return Ok(Ok(Applied::Conflict(report)));
+    }
+
+    if op == Operation::Delete {
+        if concurrent {
+            let report = record_conflict(
+                conn,
+                ctx,
+                &e,
+                c,
+                e.author_node_id.clone(),
+                e.data.clone(),
+                "delete_wins",
+                "client",
+            )?;
+            write_version(conn, ctx, &e, e.data.clone(), true, updated_at, Some(c))?;
+            return Ok(Ok(Applied::Conflict(report)));
+        }
+        write_version(conn, ctx, &e, e.data.clone(), true, updated_at, Some(c))?;
+        return Ok(Ok(Applied::Done));
+    }
+
+    if !concurrent {
+        write_version(conn, ctx, &e, c.data_text().to_string(), false, updated_at, Some(c))?;
+        return Ok(Ok(Applied::Done));
+    }
+
+    // A real conflict between the node's upsert and a live server version.
+    let client_wins = match strategy {
+        Strategy::ServerWins | Strategy::Manual => false,
+        Strategy::ClientWins => true,
+        Strategy::TimestampWins => {
+            let theirs = protocol::parse_ts(&updated_at);
+            let ours = protocol::parse_ts(&e.updated_at);
+            matches!((theirs, ours), (Some(t), Some(o)) if t > o)
+        }
+    };
+    let priority = rules.map(|r| &r.priority_values);
+    if client_wins {
+        let report = record_conflict(
+            conn,
+            ctx,
+            &e,
+            c,
+            e.author_node_id.clone(),
+            e.data.clone(),
+            strategy.as_str(),
+            "client",
+        )?;
+        let merged = merge_priority(c.data_text(), &e.data, priority);
+        let node_holds_it = merged.is_none();
+        let data = merged.unwrap_or_else(|| c.data_text().to_string());
+        write_version(conn, ctx, &e, data, false, updated_at, Some(c))?;
+        if !node_holds_it {
+            // The merged state differs from what the node sent: it must receive it.
+            clear_holder(conn, &c.entity_type, &c.entity_uuid)?;
+        }
+        return Ok(Ok(Applied::Conflict(report)));
+    }
+
+    let winner = if strategy == Strategy::Manual {
+        "pending"
+    } else {
+        "server"
+    };
+    let report = record_conflict(
+        conn,
+        ctx,
+        &e,
+        c,
+        Some(ctx.node_id.to_string()),
+        c.data_text().to_string(),
+        strategy.as_str(),
+        winner,
+    )?;
+    let merged = if strategy == Strategy::Manual {
+        None
+    } else {
+        merge_priority(&e.data, c.data_text(), priority)
+    };
+    match merged {
+        // "Done wins": the server's state takes the loser's priority value — a new version
+        // for everyone, the losing node included.
+        Some(data) => {
+            write_version(conn, ctx, &e, data, false, e.updated_at.clone(), None)?;
+        }
+        None => requeue_for_node(conn, ctx, &e)?,
+    }
+    Ok(Ok(Applied::Conflict(report)))
+}
+
+fn version_ahead(base: i64, server: i64) -> ChangeRejection {
+    ChangeRejection::new(
+        "version_ahead",
+        format!(
+            "base_version {base} is ahead of the server's version {server} for this entity; \
+             the node must take the server state"
+        ),
+    )
+}
+
+/// Writes a new version of an existing entity. `author` is the node's change (None: the hub).
+#[allow(clippy::too_many_arguments)]
+fn write_version(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    e: &Entity,
+    data: String,
+    deleted: bool,
+    updated_at: String,
+    author: Option<&Change>,
+) -> StoreResult<()> {
+    let seq = ctx.seq.take();
+    let node = author.map(|_| ctx.node_id.to_string());
+    entities::upsert(
+        conn,
+        &Entity {
+            entity_type: e.entity_type.clone(),
+            entity_uuid: e.entity_uuid.clone(),
+            data,
+            version: e.version + 1,
+            updated_at,
+            is_deleted: deleted,
+            author_node_id: node.clone(),
+            holder_node_id: node,
+            seq,
+            created_seq: e.created_seq,
+            change_id: author.map(|c| c.change_id.clone()),
+            applied_at: ctx.now.to_string(),
+        },
+    )?;
+    queue::clear_entity(conn, &e.entity_type, &e.entity_uuid)
+}
+
+fn clear_holder(conn: &mut Conn, t: &str, u: &str) -> StoreResult<()> {
+    use crate::store::schema::entities::dsl as en;
+    use diesel::prelude::*;
+    diesel::update(en::entities.find((t, u)))
+        .set(en::holder_node_id.eq(None::<String>))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Sends the entity's current state to the node again (it lost a conflict).
+fn requeue_for_node(conn: &mut Conn, ctx: &mut ApplyCtx<'_>, e: &Entity) -> StoreResult<()> {
+    let seq = ctx.seq.take();
+    queue::requeue(
+        conn,
+        &QueueRow {
+            node_id: ctx.node_id.to_string(),
+            entity_type: e.entity_type.clone(),
+            entity_uuid: e.entity_uuid.clone(),
+            seq,
+            created_at: ctx.now.to_string(),
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_conflict(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    e: &Entity,
+    c: &Change,
+    source: Option<String>,
+    stored: String,
+    strategy: &str,
+    winner: &str,
+) -> StoreResult<ConflictReport> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let resolution = format!("{strategy}:{winner}");
+    let automatic = winner != "pending";
+    history::insert(
+        conn,
+        &HistoryRow {
+            id: id.clone(),
+            seq: ctx.seq.take(),
+            entity_uuid: e.entity_uuid.clone(),
+            entity_type: e.entity_type.clone(),
+            source_node_id: source,
+            node_id: Some(ctx.node_id.to_string()),
+            change_id: Some(c.change_id.clone()),
+            arrival_time: ctx.now.to_string(),
+            serialized_data: stored,
+            conflict_resolution: resolution.clone(),
+            server_version: e.version,
+            resolved_at: automatic.then(|| ctx.now.to_string()),
+            resolved_by: automatic.then(|| "auto".to_string()),
+        },
+    )?;
+    Ok(ConflictReport {
+        conflict_id: id,
+        entity_type: e.entity_type.clone(),
+        entity_uuid: e.entity_uuid.clone(),
+        resolution: strategy.to_string(),
+        server_version: e.version,
+        conflict_resolution: resolution,
+        change_id: c.change_id.clone(),
+    })
+}
+
+/// "Done wins": for each priority field, when the loser has the value and the winner does
+/// not, the winner's data takes it. Returns the merged JSON only when it differs from `winner`.
+pub fn merge_priority(
+    winner: &str,
+    loser: &str,
+    priority: Option<&std::collections::BTreeMap<String, Value>>,
+) -> Option<String> {
+    let priority = priority.filter(|p| !p.is_empty())?;
+    let mut w: Map<String, Value> = serde_json::from_str(winner).ok()?;
+    let l: Map<String, Value> = serde_json::from_str(loser).ok()?;
+    let mut changed = false;
+    for (field, value) in priority {
+        if w.get(field) != Some(value) && l.get(field) == Some(value) {
+            w.insert(field.clone(), value.clone());
+            changed = true;
+        }
+    }
+    changed.then(|| Value::Object(w).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_wins_only_when_the_loser_has_it() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("status".to_string(), Value::from("done"));
+        let merged = merge_priority(
+            r#"{"status":"open","n":1}"#,
+            r#"{"status":"done","n":2}"#,
+            Some(&p),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&merged).unwrap();
+        assert_eq!(v["status"], "done");
+        assert_eq!(v["n"], 1);
+        assert!(merge_priority(r#"{"status":"done"}"#, r#"{"status":"open"}"#, Some(&p)).is_none());
+        assert!(merge_priority(r#"{"status":"open"}"#, r#"{"status":"open"}"#, Some(&p)).is_none());
+    }
+}

@@ -1,0 +1,249 @@
+//! One exchange (PROTOCOL §3): take the acknowledgment, apply the node's packet exactly once and
+//! in order, then answer with the hub's next packet — all in one transaction.
+
+use std::time::Instant;
+
+use crate::protocol::api::{ChangeError, ConflictReport};
+use crate::protocol::{self, schema_major, validate_change, Packet};
+use crate::store::models::Node;
+use crate::store::{nodes, queue, Conn};
+
+use super::apply::{apply_change, Applied, ApplyCtx, SeqAlloc};
+use super::{outbound, Engine, EngineError, EngineResult};
+
+/// What applying (or recognising) a node packet did.
+#[derive(Debug, Default, Clone)]
+pub struct ReceiveReport {
+    pub duplicate: bool,
+    pub processed_count: u64,
+    pub errors: Vec<ChangeError>,
+    pub conflicts: Vec<ConflictReport>,
+}
+
+/// The result of a full exchange: the report and the hub's answer packet.
+#[derive(Debug)]
+pub struct ExchangeOutcome {
+    pub report: ReceiveReport,
+    pub node_code: String,
+    pub answer: Packet,
+}
+
+impl Engine {
+    /// Checks what needs no database: addressing and schema.
+    fn check_packet_header(&self, node: &Node, p: &Packet) -> EngineResult<()> {
+        if p.sender_node_id != node.id {
+            return Err(EngineError::Forbidden(format!(
+                "sender_node_id {} is not the calling node {}",
+                trunc(&p.sender_node_id),
+                node.id
+            )));
+        }
+        if p.receiver_node_id != self.server_node_id {
+            return Err(EngineError::Forbidden(format!(
+                "receiver_node_id {} is not this server ({})",
+                trunc(&p.receiver_node_id),
+                self.server_node_id
+            )));
+        }
+        let ours = &self.settings.sync.schema_version;
+        if schema_major(&p.schema_version) != schema_major(ours) {
+            return Err(EngineError::SchemaMismatch(format!(
+                "packet schema_version {} does not match the server's {} (major versions differ); \
+                 upgrade the node or the server",
+                trunc(&p.schema_version),
+                ours
+            )));
+        }
+        Ok(())
+    }
+
+    /// Inside a write transaction: acknowledgment, then the packet's changes.
+    fn receive_in_tx(
+        &self,
+        conn: &mut Conn,
+        node: &mut Node,
+        p: &Packet,
+        seq: &mut SeqAlloc,
+        now: &str,
+    ) -> EngineResult<ReceiveReport> {
+        let ack = p.ack_packet_no as i64;
+        if ack > node.sent_packet_no {
+            return Err(EngineError::InvalidAck(format!(
+                "ack_packet_no {ack} acknowledges a packet never sent (the server has sent {} to this node)",
+                node.sent_packet_no
+            )));
+        }
+        let packet_no = p.packet_no as i64;
+        if packet_no > node.received_packet_no + 1 {
+            return Err(EngineError::PacketGap {
+                expected: (node.received_packet_no + 1) as u64,
+                got: p.packet_no,
+            });
+        }
+        // Acknowledgments only move forward.
+        if ack > node.acked_packet_no {
+            if let Some(rec) = queue::out_packet_at_most(conn, &node.id, ack)? {
+                node.acked_seq = node.acked_seq.max(rec.high_seq);
+            }
+            node.acked_packet_no = ack;
+            queue::prune(conn, &node.id, node.acked_seq)?;
+            queue::prune_out_packets(conn, &node.id, ack)?;
+        }
+        node.last_sync_in = Some(now.to_string());
+
+        let mut report = ReceiveReport::default();
+        if packet_no <= node.received_packet_no {
+            report.duplicate = true;
+            return Ok(report);
+        }
+        node.received_packet_no = packet_no;
+        let mut ctx = ApplyCtx {
+            node_id: &node.id,
+            now,
+            seq,
+        };
+        for c in &p.changes {
+            let rejected = |reason: &str, message: String| ChangeError {
+                change_id: c.change_id.clone(),
+                entity_type: c.entity_type.clone(),
+                entity_uuid: c.entity_uuid.clone(),
+                error: "invalid_change".into(),
+                reason: reason.to_string(),
+                message,
+            };
+            let op = match validate_change(c) {
+                Ok(op) => op,
+                Err(r) => {
+                    report.errors.push(rejected(r.reason, r.message));
+                    continue;
+                }
+            };
+            let rules = self.settings.conflicts.rules(&c.entity_type);
+            let strategy = self.settings.conflicts.strategy_for(&c.entity_type);
+            match apply_change(conn, &mut ctx, rules, strategy, c, op)? {
+                Ok(Applied::Done) => report.processed_count += 1,
+                Ok(Applied::Conflict(r)) => {
+                    report.processed_count += 1;
+                    report.conflicts.push(r);
+                }
+                Err(r) => report.errors.push(rejected(r.reason, r.message)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The full HTTP exchange for an authenticated node.
+    pub fn exchange(&self, caller: &Node, packet: Packet) -> EngineResult<ExchangeOutcome> {
+        let started = Instant::now();
+        self.check_packet_header(caller, &packet)?;
+        let now = protocol::now_ts();
+        let (report, answer, node) = self.write(|conn| {
+            let mut node = self.reload_active(conn, &caller.id)?;
+            let mut seq = SeqAlloc::begin(conn)?;
+            let report = self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now)?;
+            let answer = outbound::build_packet(
+                conn,
+                &mut node,
+                &self.server_node_id,
+                &self.settings.sync.schema_version,
+                self.settings.sync.batch_size,
+                seq.last(),
+                &now,
+            )?;
+            seq.finish(conn)?;
+            nodes::save_counters(conn, &node)?;
+            Ok((report, answer, node))
+        })?;
+        tracing::info!(
+            node = %node.code,
+            packet_in = packet.packet_no,
+            packet_out = answer.packet_no,
+            duplicate = report.duplicate,
+            changes_in = packet.changes.len(),
+            processed = report.processed_count,
+            errors = report.errors.len(),
+            conflicts = report.conflicts.len(),
+            changes_out = answer.changes.len(),
+            more = answer.more,
+            ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            "exchange"
+        );
+        Ok(ExchangeOutcome {
+            report,
+            node_code: node.code,
+            answer,
+        })
+    }
+
+    /// Applies a node packet that arrived as a file (offline transfer): the same rules as
+    /// HTTP, without an answer packet (the operator exports one when the node needs it).
+    pub fn import_packet(&self, packet: Packet) -> EngineResult<(String, ReceiveReport)> {
+        let node = self
+            .read(|c| Ok(nodes::by_id(c, &packet.sender_node_id)?))?
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "packet sender {} is not a registered node",
+                    trunc(&packet.sender_node_id)
+                ))
+            })?;
+        if !node.active {
+            return Err(EngineError::Forbidden(format!(
+                "node {} is disabled; enable it before importing its packets",
+                node.code
+            )));
+        }
+        self.check_packet_header(&node, &packet)?;
+        let now = protocol::now_ts();
+        let report = self.write(|conn| {
+            let mut node = self.reload_active(conn, &node.id)?;
+            let mut seq = SeqAlloc::begin(conn)?;
+            let report = self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now)?;
+            seq.finish(conn)?;
+            nodes::save_counters(conn, &node)?;
+            Ok(report)
+        })?;
+        tracing::info!(
+            node = %node.code,
+            packet_in = packet.packet_no,
+            duplicate = report.duplicate,
+            processed = report.processed_count,
+            errors = report.errors.len(),
+            conflicts = report.conflicts.len(),
+            "import"
+        );
+        Ok((node.code, report))
+    }
+
+    /// Builds the next hub packet for a node without receiving one (offline export).
+    pub fn export_packet(&self, code: &str) -> EngineResult<(Node, Packet)> {
+        let now = protocol::now_ts();
+        self.write(|conn| {
+            let mut node = nodes::by_code(conn, code)?
+                .ok_or_else(|| EngineError::NotFound(format!("no node with code {code:?}")))?;
+            let last = crate::store::last_seq(conn)?;
+            let packet = outbound::build_packet(
+                conn,
+                &mut node,
+                &self.server_node_id,
+                &self.settings.sync.schema_version,
+                self.settings.sync.batch_size,
+                last,
+                &now,
+            )?;
+            nodes::save_counters(conn, &node)?;
+            Ok((node, packet))
+        })
+    }
+
+    fn reload_active(&self, conn: &mut Conn, id: &str) -> EngineResult<Node> {
+        match nodes::by_id(conn, id)? {
+            Some(n) if n.active => Ok(n),
+            Some(_) => Err(EngineError::Unauthorized("this node is disabled".into())),
+            None => Err(EngineError::Unauthorized("unknown node".into())),
+        }
+    }
+}
+
+fn trunc(s: &str) -> String {
+    s.chars().take(80).collect()
+}

@@ -1,0 +1,148 @@
+//! The rules of PROTOCOL.md: registration, packet delivery, per-node queues and conflicts.
+//!
+//! The engine is synchronous and owns no HTTP knowledge: the API layer calls it from
+//! `web::block`, the CLI calls it directly (offline import/export). One [`Engine`] per process.
+
+pub mod admin;
+pub mod apply;
+pub mod auth;
+pub mod exchange;
+pub mod outbound;
+pub mod status;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::config::Settings;
+use crate::store::{self, Pool, StoreError};
+
+pub use auth::Caller;
+pub use exchange::{ExchangeOutcome, ReceiveReport};
+
+/// Engine errors. The API maps each variant to one status code and error code, in one place
+/// (`api::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    InvalidPacket(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("packet {got} is ahead of the next expected packet {expected}; resend from {expected}")]
+    PacketGap { expected: u64, got: u64 },
+    #[error("{0}")]
+    SchemaMismatch(String),
+    #[error("{0}")]
+    PacketTooLarge(String),
+    #[error("{0}")]
+    InvalidAck(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    CodeTaken(String),
+    #[error("{0}")]
+    AlreadyResolved(String),
+    /// Well-formed JSON whose fields are missing or malformed (422).
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<diesel::result::Error> for EngineError {
+    fn from(e: diesel::result::Error) -> Self {
+        EngineError::Store(StoreError::Db(e))
+    }
+}
+
+impl From<r2d2::Error> for EngineError {
+    fn from(e: r2d2::Error) -> Self {
+        EngineError::Store(StoreError::Pool(e))
+    }
+}
+
+impl From<crate::protocol::CodecError> for EngineError {
+    fn from(e: crate::protocol::CodecError) -> Self {
+        match e {
+            crate::protocol::CodecError::TooLarge { .. } => {
+                EngineError::PacketTooLarge(e.to_string())
+            }
+            other => EngineError::InvalidPacket(other.to_string()),
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Shared state of one server process.
+pub struct Engine {
+    pub(crate) pool: Pool,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) server_node_id: String,
+    pub(crate) server_code: String,
+    /// SHA-256 of the admin token; compared in constant time.
+    pub(crate) admin_token_hash: [u8; 32],
+    /// One writer at a time inside this process: SQLite allows one anyway, and waiting on an
+    /// in-process lock is far cheaper than SQLite's busy-retry sleeps.
+    pub(crate) write_lock: Mutex<()>,
+}
+
+impl Engine {
+    /// Opens the database (running migrations) and loads the hub identity.
+    pub fn open(settings: Arc<Settings>, admin_token: &str) -> EngineResult<Engine> {
+        let pool = store::connect(
+            &settings.database_url(),
+            settings.database.pool_size,
+            settings.database.wal_autocheckpoint,
+        )?;
+        Self::with_pool(pool, settings, admin_token)
+    }
+
+    pub fn with_pool(pool: Pool, settings: Arc<Settings>, admin_token: &str) -> EngineResult<Engine> {
+        let ident = {
+            let mut conn = pool.get()?;
+            store::server_identity(&mut conn)?
+        };
+        Ok(Engine {
+            pool,
+            settings,
+            server_node_id: ident.server_node_id,
+            server_code: ident.code,
+            admin_token_hash: auth::sha256(admin_token),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn server_node_id(&self) -> &str {
+        &self.server_node_id
+    }
+
+    pub fn server_code(&self) -> &str {
+        &self.server_code
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Runs `f` in a write transaction, one writer at a time.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut store::Conn) -> EngineResult<T>,
+    ) -> EngineResult<T> {
+        let mut conn = self.pool.get()?;
+        let _guard = self.write_lock.lock();
+        store::write_tx(&mut conn, f)
+    }
+
+    /// Runs `f` on a pooled connection (reads).
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&mut store::Conn) -> EngineResult<T>,
+    ) -> EngineResult<T> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+}

@@ -1,0 +1,184 @@
+//! Request and response bodies of the HTTP API (PROTOCOL §6), shared by server and node client
+//! so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error body: a machine-readable code and a sentence for humans.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+    /// Only for `packet_gap`: the packet number the server expects next.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expected_packet_no: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub code: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub node_id: String,
+    pub auth_token: String,
+    pub server_node_id: String,
+    pub server_version: String,
+    pub schema_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExchangeRequest {
+    pub packet_data: String,
+}
+
+/// A change the server rejected (not retried by the node).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChangeError {
+    pub change_id: String,
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub error: String,
+    /// Finer machine-readable reason (`invalid_entity_type`, `immutable_type`, …).
+    #[serde(default)]
+    pub reason: String,
+    pub message: String,
+}
+
+/// A conflict detected while applying a node's change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConflictReport {
+    pub conflict_id: String,
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub resolution: String,
+    pub server_version: i64,
+    /// `<strategy>:<winner>` exactly as stored in the history row.
+    #[serde(default)]
+    pub conflict_resolution: String,
+    #[serde(default)]
+    pub change_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExchangeResponse {
+    pub success: bool,
+    pub duplicate: bool,
+    pub packet_data: String,
+    pub processed_count: u64,
+    pub error_count: u64,
+    pub conflict_count: u64,
+    pub errors: Vec<ChangeError>,
+    pub conflicts: Vec<ConflictReport>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub node_code: String,
+    pub node_name: String,
+    pub active: bool,
+    pub last_sync_in: Option<String>,
+    pub last_sync_out: Option<String>,
+    pub pending_changes: i64,
+    pub sent_packet_no: i64,
+    pub received_packet_no: i64,
+    pub acked_packet_no: i64,
+    pub unresolved_conflicts: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingCount {
+    pub code: String,
+    pub pending_changes: i64,
+    pub last_sync_in: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub total_nodes: i64,
+    pub server_node_id: String,
+    pub entities: i64,
+    pub unresolved_conflicts: i64,
+    pub pending_counts: std::collections::BTreeMap<String, PendingCount>,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub code: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub active: bool,
+    pub created_at: String,
+    pub last_sync_in: Option<String>,
+    pub last_sync_out: Option<String>,
+    pub pending_changes: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeList {
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub node_id: String,
+    pub auth_token: String,
+}
+
+/// One `object_version_history` row as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConflictRow {
+    pub id: String,
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub source_node_id: Option<String>,
+    /// The node whose change met the conflict.
+    pub node_id: Option<String>,
+    pub arrival_time: String,
+    pub serialized_data: serde_json::Value,
+    pub conflict_resolution: String,
+    pub server_version: i64,
+    pub resolved_at: Option<String>,
+    pub resolved_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConflictList {
+    pub conflicts: Vec<ConflictRow>,
+}
+
+/// Body of `POST /api/sync/conflicts/{id}/resolve`: exactly one of `data` or `use`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ResolveRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+/// An entity as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityView {
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub version: i64,
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// Body of the admin entity write `PUT /api/sync/entities/{type}/{uuid}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityWrite {
+    pub data: serde_json::Value,
+}

@@ -1,0 +1,81 @@
+//! Queries on `entities`, the entity store that doubles as the change log.
+
+use diesel::prelude::*;
+
+use super::models::Entity;
+use super::schema::entities::dsl as e;
+use super::{Conn, StoreResult};
+
+pub fn get(conn: &mut Conn, entity_type: &str, uuid: &str) -> StoreResult<Option<Entity>> {
+    Ok(e::entities
+        .find((entity_type, uuid))
+        .first(conn)
+        .optional()?)
+}
+
+/// Writes the entity's new state (insert or overwrite).
+pub fn upsert(conn: &mut Conn, entity: &Entity) -> StoreResult<()> {
+    diesel::insert_into(e::entities)
+        .values(entity)
+        .on_conflict((e::entity_type, e::entity_uuid))
+        .do_update()
+        .set(entity)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn count_live(conn: &mut Conn) -> StoreResult<i64> {
+    Ok(e::entities
+        .filter(e::is_deleted.eq(false))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Filter for "change-log entries pending for a node": newer than its cursor, not a state the
+/// node already holds, and not a tombstone older than the node's registration.
+macro_rules! pending_filter {
+    ($node_id:expr, $cursor:expr, $registered_seq:expr) => {
+        e::seq
+            .gt($cursor)
+            .and(
+                e::holder_node_id
+                    .is_null()
+                    .or(e::holder_node_id.ne($node_id)),
+            )
+            .and(e::is_deleted.eq(false).or(e::seq.gt($registered_seq)))
+    };
+}
+
+/// The node's pending change-log entries, oldest first, at most `limit`.
+pub fn pending(
+    conn: &mut Conn,
+    node_id: &str,
+    cursor: i64,
+    registered_seq: i64,
+    limit: i64,
+) -> StoreResult<Vec<Entity>> {
+    Ok(e::entities
+        .filter(pending_filter!(node_id, cursor, registered_seq))
+        .order(e::seq.asc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+pub fn count_pending(
+    conn: &mut Conn,
+    node_id: &str,
+    cursor: i64,
+    registered_seq: i64,
+) -> StoreResult<i64> {
+    Ok(e::entities
+        .filter(pending_filter!(node_id, cursor, registered_seq))
+        .count()
+        .get_result(conn)?)
+}
+
+/// True when the change log alone already makes this entity pending for the node.
+pub fn is_pending_in_log(ent: &Entity, node_id: &str, cursor: i64, registered_seq: i64) -> bool {
+    ent.seq > cursor
+        && ent.holder_node_id.as_deref() != Some(node_id)
+        && (!ent.is_deleted || ent.seq > registered_seq)
+}

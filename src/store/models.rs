@@ -1,0 +1,90 @@
+//! Row types, one per table.
+
+use diesel::prelude::*;
+
+use super::schema::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = server_state)]
+pub struct ServerState {
+    pub id: i32,
+    pub server_node_id: String,
+    pub code: String,
+    pub last_seq: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sync_nodes)]
+pub struct Node {
+    pub id: String,
+    pub code: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub token_hash: String,
+    pub active: bool,
+    pub created_at: String,
+    pub last_sync_in: Option<String>,
+    pub last_sync_out: Option<String>,
+    pub received_packet_no: i64,
+    pub sent_packet_no: i64,
+    pub acked_packet_no: i64,
+    pub acked_seq: i64,
+    pub registered_seq: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = entities)]
+#[diesel(treat_none_as_null = true)]
+pub struct Entity {
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub data: String,
+    pub version: i64,
+    pub updated_at: String,
+    pub is_deleted: bool,
+    pub author_node_id: Option<String>,
+    pub holder_node_id: Option<String>,
+    pub seq: i64,
+    pub created_seq: i64,
+    pub change_id: Option<String>,
+    pub applied_at: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sync_changes)]
+pub struct QueueRow {
+    pub node_id: String,
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub seq: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sync_packets_out)]
+pub struct OutPacket {
+    pub node_id: String,
+    pub packet_no: i64,
+    pub high_seq: i64,
+    pub change_count: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = object_version_history)]
+pub struct HistoryRow {
+    pub id: String,
+    pub seq: i64,
+    pub entity_uuid: String,
+    pub entity_type: String,
+    pub source_node_id: Option<String>,
+    pub node_id: Option<String>,
+    pub change_id: Option<String>,
+    pub arrival_time: String,
+    pub serialized_data: String,
+    pub conflict_resolution: String,
+    pub server_version: i64,
+    pub resolved_at: Option<String>,
+    pub resolved_by: Option<String>,
+}

@@ -1,0 +1,79 @@
+//! Per-node queue rows (`sync_changes`) and the record of packets built for each node
+//! (`sync_packets_out`).
+
+use diesel::prelude::*;
+
+use super::models::{OutPacket, QueueRow};
+use super::schema::sync_changes::dsl as q;
+use super::schema::sync_packets_out::dsl as p;
+use super::{Conn, StoreResult};
+
+/// Queues the entity for one node at sequence `seq` (replacing an older row for it).
+pub fn requeue(conn: &mut Conn, row: &QueueRow) -> StoreResult<()> {
+    diesel::insert_into(q::sync_changes)
+        .values(row)
+        .on_conflict((q::node_id, q::entity_type, q::entity_uuid))
+        .do_update()
+        .set((q::seq.eq(row.seq), q::created_at.eq(&row.created_at)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// A new change of the entity supersedes every per-node row for it: the change log now
+/// delivers the newer state to everyone who needs it.
+pub fn clear_entity(conn: &mut Conn, entity_type: &str, uuid: &str) -> StoreResult<()> {
+    diesel::delete(
+        q::sync_changes.filter(q::entity_type.eq(entity_type).and(q::entity_uuid.eq(uuid))),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+pub fn pending(
+    conn: &mut Conn,
+    node_id: &str,
+    cursor: i64,
+    limit: i64,
+) -> StoreResult<Vec<QueueRow>> {
+    Ok(q::sync_changes
+        .filter(q::node_id.eq(node_id).and(q::seq.gt(cursor)))
+        .order(q::seq.asc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// Drops rows the node has acknowledged.
+pub fn prune(conn: &mut Conn, node_id: &str, cursor: i64) -> StoreResult<()> {
+    diesel::delete(q::sync_changes.filter(q::node_id.eq(node_id).and(q::seq.le(cursor))))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn record_out_packet(conn: &mut Conn, row: &OutPacket) -> StoreResult<()> {
+    diesel::insert_into(p::sync_packets_out)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The newest recorded packet numbered at most `packet_no` (acknowledgments are cumulative).
+pub fn out_packet_at_most(
+    conn: &mut Conn,
+    node_id: &str,
+    packet_no: i64,
+) -> StoreResult<Option<OutPacket>> {
+    Ok(p::sync_packets_out
+        .filter(p::node_id.eq(node_id).and(p::packet_no.le(packet_no)))
+        .order(p::packet_no.desc())
+        .first(conn)
+        .optional()?)
+}
+
+/// Forgets packet records at or below an acknowledged number.
+pub fn prune_out_packets(conn: &mut Conn, node_id: &str, upto: i64) -> StoreResult<()> {
+    diesel::delete(
+        p::sync_packets_out.filter(p::node_id.eq(node_id).and(p::packet_no.lt(upto))),
+    )
+    .execute(conn)?;
+    Ok(())
+}
