@@ -151,7 +151,10 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let (base_text, base_name) = match std::fs::read_to_string(defaults_path) {
             Ok(t) => (t, defaults_path.display().to_string()),
-            Err(_) => (BUILTIN_DEFAULTS.to_string(), "built-in defaults".to_string()),
+            Err(_) => (
+                BUILTIN_DEFAULTS.to_string(),
+                "built-in defaults".to_string(),
+            ),
         };
         let mut merged = parse_toml(&base_text, &base_name)?;
         if let Some(path) = env.get("STARSYNC_CONFIG").filter(|p| !p.is_empty()) {

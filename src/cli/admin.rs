@@ -100,7 +100,10 @@ pub fn nodes(engine: &Engine, cmd: NodesCmd, json: bool) -> CliResult {
                 print_json(&r);
             } else {
                 println!("node_id:        {}", r.node_id);
-                println!("auth_token:     {}  (shown only now; store it on the node)", r.auth_token);
+                println!(
+                    "auth_token:     {}  (shown only now; store it on the node)",
+                    r.auth_token
+                );
                 println!("server_node_id: {}", r.server_node_id);
                 println!("schema_version: {}", r.schema_version);
             }
@@ -127,7 +130,10 @@ pub fn nodes(engine: &Engine, cmd: NodesCmd, json: bool) -> CliResult {
                 print_json(&r);
             } else {
                 println!("node_id:    {}", r.node_id);
-                println!("auth_token: {}  (shown only now; the old token no longer works)", r.auth_token);
+                println!(
+                    "auth_token: {}  (shown only now; the old token no longer works)",
+                    r.auth_token
+                );
             }
         }
     }
@@ -142,12 +148,26 @@ pub fn status(engine: &Engine, node: Option<String>, json: bool) -> CliResult {
             if json {
                 print_json(&s);
             } else {
-                println!("node {} ({}) {}", s.node_code, s.node_id, if s.active { "active" } else { "DISABLED" });
+                println!(
+                    "node {} ({}) {}",
+                    s.node_code,
+                    s.node_id,
+                    if s.active { "active" } else { "DISABLED" }
+                );
                 println!("  pending changes:      {}", s.pending_changes);
                 println!("  unresolved conflicts: {}", s.unresolved_conflicts);
-                println!("  packets: sent {} / received {} / acknowledged {}", s.sent_packet_no, s.received_packet_no, s.acked_packet_no);
-                println!("  last sync in:  {}", s.last_sync_in.unwrap_or_else(|| "never".into()));
-                println!("  last sync out: {}", s.last_sync_out.unwrap_or_else(|| "never".into()));
+                println!(
+                    "  packets: sent {} / received {} / acknowledged {}",
+                    s.sent_packet_no, s.received_packet_no, s.acked_packet_no
+                );
+                println!(
+                    "  last sync in:  {}",
+                    s.last_sync_in.unwrap_or_else(|| "never".into())
+                );
+                println!(
+                    "  last sync out: {}",
+                    s.last_sync_out.unwrap_or_else(|| "never".into())
+                );
             }
         }
         None => {
@@ -156,9 +176,17 @@ pub fn status(engine: &Engine, node: Option<String>, json: bool) -> CliResult {
                 print_json(&s);
             } else {
                 println!("server node {}", s.server_node_id);
-                println!("  nodes: {}   live entities: {}   unresolved conflicts: {}", s.total_nodes, s.entities, s.unresolved_conflicts);
+                println!(
+                    "  nodes: {}   live entities: {}   unresolved conflicts: {}",
+                    s.total_nodes, s.entities, s.unresolved_conflicts
+                );
                 for (id, p) in s.pending_counts {
-                    println!("  {:<20} {id}  pending {:>8}  last sync in {}", p.code, p.pending_changes, p.last_sync_in.unwrap_or_else(|| "never".into()));
+                    println!(
+                        "  {:<20} {id}  pending {:>8}  last sync in {}",
+                        p.code,
+                        p.pending_changes,
+                        p.last_sync_in.unwrap_or_else(|| "never".into())
+                    );
                 }
             }
         }

@@ -100,7 +100,9 @@ fn run(cli: Cli) -> CliResult {
             out,
             max_changes,
         } => offline::export(&open_engine(settings, max_changes)?, &node, &out, cli.json),
-        Command::Import { paths } => offline::import(&open_engine(settings, None)?, &paths, cli.json),
+        Command::Import { paths } => {
+            offline::import(&open_engine(settings, None)?, &paths, cli.json)
+        }
         Command::Nodes(cmd) => admin::nodes(&open_engine(settings, None)?, cmd, cli.json),
         Command::Status { node } => admin::status(&open_engine(settings, None)?, node, cli.json),
         Command::Conflicts(cmd) => admin::conflicts(&open_engine(settings, None)?, cmd, cli.json),
@@ -108,7 +110,10 @@ fn run(cli: Cli) -> CliResult {
 }
 
 /// An engine for CLI work on the database (no HTTP, so no admin token is needed).
-fn open_engine(mut settings: Settings, batch: Option<usize>) -> Result<Engine, Box<dyn std::error::Error>> {
+fn open_engine(
+    mut settings: Settings,
+    batch: Option<usize>,
+) -> Result<Engine, Box<dyn std::error::Error>> {
     if let Some(b) = batch {
         if b == 0 {
             return Err("--max-changes must be at least 1".into());

@@ -20,7 +20,11 @@ pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliRes
         .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
     let (node, packet) = engine.export_packet(&code)?;
     let bytes = codec::encode_packet(&packet);
-    let path = out.join(packet_file_name(engine.server_code(), &node.code, packet.packet_no));
+    let path = out.join(packet_file_name(
+        engine.server_code(),
+        &node.code,
+        packet.packet_no,
+    ));
     write_atomic(&path, &bytes)?;
     if json_out {
         println!(
@@ -91,12 +95,13 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
     }
     let total = files.len();
     let mut failed = 0usize;
-    let (mut applied, mut duplicates, mut errors, mut conflicts, mut processed) = (0, 0, 0, 0, 0u64);
+    let (mut applied, mut duplicates, mut errors, mut conflicts, mut processed) =
+        (0, 0, 0, 0, 0u64);
     let mut results = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let outcome = (|| -> Result<_, Box<dyn std::error::Error>> {
-            let bytes = std::fs::read(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let bytes =
+                std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             if bytes.len() > 4 * 1024 * 1024 && !json_out {
                 eprintln!(
                     "[{}/{}] decoding {} ({:.1} MiB)…",
@@ -106,8 +111,7 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
                     bytes.len() as f64 / 1048576.0
                 );
             }
-            let packet =
-                decode_packet_bytes(&bytes, engine.settings().server.max_packet_bytes)?;
+            let packet = decode_packet_bytes(&bytes, engine.settings().server.max_packet_bytes)?;
             let packet_no = packet.packet_no;
             let (code, report) = engine.import_packet(packet)?;
             Ok((code, packet_no, report))
@@ -146,7 +150,10 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
                         }
                     );
                     for e in &r.errors {
-                        println!("    rejected {} {}/{}: {}", e.change_id, e.entity_type, e.entity_uuid, e.message);
+                        println!(
+                            "    rejected {} {}/{}: {}",
+                            e.change_id, e.entity_type, e.entity_uuid, e.message
+                        );
                     }
                 }
             }

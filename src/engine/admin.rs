@@ -37,7 +37,13 @@ impl Engine {
                 "name must be at most 200 characters".into(),
             ));
         }
-        if req.description.as_ref().map(|d| d.chars().count()).unwrap_or(0) > 2000 {
+        if req
+            .description
+            .as_ref()
+            .map(|d| d.chars().count())
+            .unwrap_or(0)
+            > 2000
+        {
             return Err(EngineError::InvalidRequest(
                 "description must be at most 2000 characters".into(),
             ));
@@ -158,25 +164,26 @@ impl Engine {
             History,
             Server,
         }
-        let choice = match (&req.data, req.use_.as_deref()) {
-            (Some(d), None) if d.is_object() => Choice::Data(d.to_string()),
-            (Some(_), None) => {
-                return Err(EngineError::InvalidRequest("data must be a JSON object".into()))
-            }
-            (None, Some("history")) => Choice::History,
-            (None, Some("server")) => Choice::Server,
-            (None, Some(other)) => {
-                return Err(EngineError::InvalidRequest(format!(
-                    "use must be \"history\" or \"server\", not {other:?}"
-                )))
-            }
-            _ => {
-                return Err(EngineError::InvalidRequest(
+        let choice =
+            match (&req.data, req.use_.as_deref()) {
+                (Some(d), None) if d.is_object() => Choice::Data(d.to_string()),
+                (Some(_), None) => {
+                    return Err(EngineError::InvalidRequest(
+                        "data must be a JSON object".into(),
+                    ))
+                }
+                (None, Some("history")) => Choice::History,
+                (None, Some("server")) => Choice::Server,
+                (None, Some(other)) => {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "use must be \"history\" or \"server\", not {other:?}"
+                    )))
+                }
+                _ => return Err(EngineError::InvalidRequest(
                     "give exactly one of {\"data\": {...}} or {\"use\": \"history\"|\"server\"}"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let now = protocol::now_ts();
         let view = self.write(|c| {
             let row = history::get(c, id)?
@@ -199,7 +206,9 @@ impl Engine {
                 Choice::Server => current.ok_or_else(|| {
                     EngineError::NotFound("the conflicting entity no longer exists".into())
                 })?,
-                Choice::Data(d) => admin_write(c, &row.entity_type, &row.entity_uuid, Some(d), &now)?,
+                Choice::Data(d) => {
+                    admin_write(c, &row.entity_type, &row.entity_uuid, Some(d), &now)?
+                }
                 Choice::History => admin_write(
                     c,
                     &row.entity_type,
@@ -240,7 +249,9 @@ impl Engine {
         let data = match data {
             Some(d) if d.is_object() => Some(d.to_string()),
             Some(_) => {
-                return Err(EngineError::InvalidRequest("data must be a JSON object".into()))
+                return Err(EngineError::InvalidRequest(
+                    "data must be a JSON object".into(),
+                ))
             }
             None => None,
         };
@@ -253,7 +264,12 @@ impl Engine {
             }
             Ok(entity_view(admin_write(c, entity_type, uuid, data, &now)?))
         })?;
-        tracing::info!(entity_type, version = view.version, deleted = view.deleted, "admin entity write");
+        tracing::info!(
+            entity_type,
+            version = view.version,
+            deleted = view.deleted,
+            "admin entity write"
+        );
         Ok(view)
     }
 }

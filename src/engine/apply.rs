@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::protocol::api::ConflictReport;
 use crate::config::{Strategy, TypeRules};
+use crate::protocol::api::ConflictReport;
 use crate::protocol::{self, Change, ChangeRejection, Operation};
 use crate::store::models::{Entity, HistoryRow, QueueRow};
 use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
@@ -127,7 +127,15 @@ pub fn apply_change(
         }
         let resurrect = rules.map(|r| r.resurrect).unwrap_or(false);
         if resurrect || own {
-            write_version(conn, ctx, &e, c.data_text().to_string(), false, updated_at, Some(c))?;
+            write_version(
+                conn,
+                ctx,
+                &e,
+                c.data_text().to_string(),
+                false,
+                updated_at,
+                Some(c),
+            )?;
             return Ok(Ok(Applied::Done));
         }
         // Delete wins: the update is kept in history and the tombstone goes back to the node.
@@ -165,7 +173,15 @@ pub fn apply_change(
     }
 
     if !concurrent {
-        write_version(conn, ctx, &e, c.data_text().to_string(), false, updated_at, Some(c))?;
+        write_version(
+            conn,
+            ctx,
+            &e,
+            c.data_text().to_string(),
+            false,
+            updated_at,
+            Some(c),
+        )?;
         return Ok(Ok(Applied::Done));
     }
 

@@ -30,7 +30,9 @@ pub enum EngineError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("packet {got} is ahead of the next expected packet {expected}; resend from {expected}")]
+    #[error(
+        "packet {got} is ahead of the next expected packet {expected}; resend from {expected}"
+    )]
     PacketGap { expected: u64, got: u64 },
     #[error("{0}")]
     SchemaMismatch(String),
@@ -100,7 +102,11 @@ impl Engine {
         Self::with_pool(pool, settings, admin_token)
     }
 
-    pub fn with_pool(pool: Pool, settings: Arc<Settings>, admin_token: &str) -> EngineResult<Engine> {
+    pub fn with_pool(
+        pool: Pool,
+        settings: Arc<Settings>,
+        admin_token: &str,
+    ) -> EngineResult<Engine> {
         let ident = {
             let mut conn = pool.get()?;
             store::server_identity(&mut conn)?

@@ -47,7 +47,10 @@ pub fn select_pending(
     // One entry per entity, at its latest reason to be sent.
     let mut by_key: HashMap<(String, String), (i64, Option<Entity>)> = HashMap::new();
     for e in log {
-        by_key.insert((e.entity_type.clone(), e.entity_uuid.clone()), (e.seq, Some(e)));
+        by_key.insert(
+            (e.entity_type.clone(), e.entity_uuid.clone()),
+            (e.seq, Some(e)),
+        );
     }
     for r in rows {
         let key = (r.entity_type, r.entity_uuid);

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::api::{NodeStatus, PendingCount, ServerStatus};
 use crate::protocol;
+use crate::protocol::api::{NodeStatus, PendingCount, ServerStatus};
 use crate::store::models::Node;
 use crate::store::{entities, history, nodes, queue, Conn, StoreResult};
 

@@ -14,10 +14,7 @@ pub fn insert(conn: &mut Conn, row: &HistoryRow) -> StoreResult<()> {
 }
 
 pub fn get(conn: &mut Conn, id: &str) -> StoreResult<Option<HistoryRow>> {
-    Ok(h::object_version_history
-        .find(id)
-        .first(conn)
-        .optional()?)
+    Ok(h::object_version_history.find(id).first(conn).optional()?)
 }
 
 /// Filters of the conflict list.

@@ -120,8 +120,9 @@ pub fn connect(url: &str, pool_size: u32, wal_autocheckpoint: u32) -> StoreResul
             // WAL is a property of the file: switch it once, before several pooled
             // connections race to do it on a new database.
             {
-                let mut first = Conn::establish(&url)
-                    .map_err(|e| StoreError::Url(format!("cannot open SQLite database {url}: {e}")))?;
+                let mut first = Conn::establish(&url).map_err(|e| {
+                    StoreError::Url(format!("cannot open SQLite database {url}: {e}"))
+                })?;
                 first.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")?;
             }
             let manager = ConnectionManager::<Conn>::new(url);
@@ -211,10 +212,7 @@ mod tests {
             DbUrl::parse("sqlite:///tmp/x.db").unwrap(),
             DbUrl::Sqlite("/tmp/x.db".into())
         );
-        assert_eq!(
-            DbUrl::parse("x.db").unwrap(),
-            DbUrl::Sqlite("x.db".into())
-        );
+        assert_eq!(DbUrl::parse("x.db").unwrap(), DbUrl::Sqlite("x.db".into()));
         assert!(matches!(
             DbUrl::parse("postgres://u@h/db").unwrap(),
             DbUrl::Postgres(_)

@@ -71,9 +71,7 @@ pub fn out_packet_at_most(
 
 /// Forgets packet records at or below an acknowledged number.
 pub fn prune_out_packets(conn: &mut Conn, node_id: &str, upto: i64) -> StoreResult<()> {
-    diesel::delete(
-        p::sync_packets_out.filter(p::node_id.eq(node_id).and(p::packet_no.lt(upto))),
-    )
-    .execute(conn)?;
+    diesel::delete(p::sync_packets_out.filter(p::node_id.eq(node_id).and(p::packet_no.lt(upto))))
+        .execute(conn)?;
     Ok(())
 }
