@@ -92,7 +92,7 @@ fn run(cli: Cli) -> CliResult {
             let url = settings.database_url();
             let pool = crate::store::connect(&url, 1, settings.database.wal_autocheckpoint)?;
             drop(pool);
-            println!("migrations applied to {url}");
+            println!("migrations applied to {}", crate::store::redact_url(&url));
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {
@@ -129,7 +129,7 @@ fn open_engine(
 
 fn serve(settings: Settings) -> CliResult {
     actix_web::rt::System::new().block_on(async move {
-        let db = settings.database_url();
+        let db = crate::store::redact_url(&settings.database_url());
         let app = Application::build(settings).await?;
         match &app.admin_token_source {
             AdminTokenSource::Configured => {

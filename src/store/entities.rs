@@ -13,14 +13,17 @@ pub fn get(conn: &mut Conn, entity_type: &str, uuid: &str) -> StoreResult<Option
         .optional()?)
 }
 
-/// Writes the entity's new state (insert or overwrite).
+/// Writes the entity's new state (overwrite, or insert when new). Callers hold the writer
+/// lock, so nobody can insert the same key between the two statements.
 pub fn upsert(conn: &mut Conn, entity: &Entity) -> StoreResult<()> {
-    diesel::insert_into(e::entities)
-        .values(entity)
-        .on_conflict((e::entity_type, e::entity_uuid))
-        .do_update()
+    let updated = diesel::update(e::entities.find((&entity.entity_type, &entity.entity_uuid)))
         .set(entity)
         .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(e::entities)
+            .values(entity)
+            .execute(conn)?;
+    }
     Ok(())
 }
 

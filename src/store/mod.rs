@@ -15,15 +15,23 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-/// Migrations for SQLite; `migrations/postgres/` holds the same steps under the same names.
+/// Migrations per backend: the same steps under the same names.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-pub type Conn = SqliteConnection;
-pub type Pool = r2d2::Pool<ConnectionManager<Conn>>;
-pub type PooledConn = r2d2::PooledConnection<ConnectionManager<Conn>>;
+/// A connection to either backend. Queries are written once against this type; the backend
+/// is picked explicitly from the URL scheme by [`Manager`], never by trial and error.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Sqlite(diesel::SqliteConnection),
+    Postgres(diesel::PgConnection),
+}
+
+pub type Conn = DbConn;
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConn = r2d2::PooledConnection<Manager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,82 +87,144 @@ impl DbUrl {
     }
 }
 
-/// PRAGMAs applied to every pooled SQLite connection (they are per connection, not per file).
-#[derive(Debug)]
-struct SqlitePragmas {
+/// The URL with any password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Opens connections of the backend the URL names, and applies per-connection settings.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    url: DbUrl,
     wal_autocheckpoint: u32,
 }
 
-impl CustomizeConnection<Conn, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut Conn) -> Result<(), diesel::r2d2::Error> {
-        // WAL: readers never block the writer. synchronous=NORMAL: durable at checkpoints,
-        // no fsync per commit (the disk's fsync is slow). busy_timeout: other processes.
-        conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = 15000;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = {};
-             PRAGMA cache_size = -16000;",
-            self.wal_autocheckpoint
-        ))
-        .map_err(diesel::r2d2::Error::QueryError)
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, Self::Error> {
+        match &self.url {
+            DbUrl::Sqlite(path) => {
+                let mut c = diesel::SqliteConnection::establish(&path.display().to_string())
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // PRAGMAs are per connection, not per file. busy_timeout first: the others
+                // may need a lock. WAL: readers never block the writer. synchronous=NORMAL:
+                // durable at checkpoints, no fsync per commit (the disk's fsync is slow).
+                c.batch_execute(&format!(
+                    "PRAGMA busy_timeout = 15000;
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = NORMAL;
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA wal_autocheckpoint = {};
+                     PRAGMA cache_size = -16000;",
+                    self.wal_autocheckpoint
+                ))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConn::Sqlite(c))
+            }
+            DbUrl::Postgres(url) => diesel::PgConnection::establish(url)
+                .map(DbConn::Postgres)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
     }
 }
 
-/// Opens the pool for `url`, creating the SQLite file and its folder when missing, and runs
+/// Which backend a pool talks to.
+pub fn backend_name(conn: &DbConn) -> &'static str {
+    match conn {
+        DbConn::Sqlite(_) => "sqlite",
+        DbConn::Postgres(_) => "postgres",
+    }
+}
+
+/// Opens the pool for `url` (creating a SQLite file and its folder when missing) and runs
 /// pending migrations.
 pub fn connect(url: &str, pool_size: u32, wal_autocheckpoint: u32) -> StoreResult<Pool> {
-    match DbUrl::parse(url)? {
-        DbUrl::Postgres(_) => Err(StoreError::Url(
-            "this build of starsync has no PostgreSQL backend; use a SQLite URL".into(),
-        )),
-        DbUrl::Sqlite(path) => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            let url = path.display().to_string();
-            // WAL is a property of the file: switch it once, before several pooled
-            // connections race to do it on a new database.
-            {
-                let mut first = Conn::establish(&url).map_err(|e| {
-                    StoreError::Url(format!("cannot open SQLite database {url}: {e}"))
-                })?;
-                first.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")?;
-            }
-            let manager = ConnectionManager::<Conn>::new(url);
-            let pool = r2d2::Pool::builder()
-                .max_size(pool_size)
-                .connection_timeout(Duration::from_secs(30))
-                .connection_customizer(Box::new(SqlitePragmas { wal_autocheckpoint }))
-                .build(manager)?;
-            let mut conn = pool.get()?;
-            run_migrations(&mut conn)?;
-            Ok(pool)
+    let url = DbUrl::parse(url)?;
+    if let DbUrl::Sqlite(path) = &url {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        // WAL is a property of the file: switch it once, before several pooled connections
+        // race to do it on a new database.
+        let text = path.display().to_string();
+        let mut first = diesel::SqliteConnection::establish(&text)
+            .map_err(|e| StoreError::Url(format!("cannot open SQLite database {text}: {e}")))?;
+        first.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")?;
+    }
+    let manager = Manager {
+        url: url.clone(),
+        wal_autocheckpoint,
+    };
+    let pool = r2d2::Pool::builder()
+        .max_size(pool_size)
+        .connection_timeout(Duration::from_secs(30))
+        .build(manager)
+        .map_err(|e| match &url {
+            DbUrl::Postgres(_) => StoreError::Url(format!(
+                "cannot connect to PostgreSQL: {e} (check DATABASE_URL and that the server is running)"
+            )),
+            DbUrl::Sqlite(_) => StoreError::Pool(e),
+        })?;
+    let mut conn = pool.get()?;
+    run_migrations(&mut conn)?;
+    Ok(pool)
+}
+
+/// Key of the PostgreSQL advisory lock that serializes migrations of several processes
+/// starting at once ("SSYN" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x5353_594E;
+
+/// Runs pending migrations. PostgreSQL: under an advisory lock, so several processes may start
+/// together. SQLite: the harness's transaction takes the file's write lock.
+pub fn run_migrations(conn: &mut Conn) -> StoreResult<usize> {
+    let mig = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
+    match conn {
+        DbConn::Sqlite(c) => Ok(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(mig)?.len()),
+        DbConn::Postgres(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+            let result = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len());
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+            result.map_err(mig)
         }
     }
 }
 
-/// Runs pending migrations. On SQLite the harness's own transaction serializes several
-/// processes starting at once.
-pub fn run_migrations(conn: &mut Conn) -> StoreResult<usize> {
-    let done = conn
-        .run_pending_migrations(SQLITE_MIGRATIONS)
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
-    Ok(done.len())
-}
-
-/// A write transaction: on SQLite `BEGIN IMMEDIATE`, so the write lock is taken up front and
-/// two exchanges can never interleave (one node's packets are applied strictly one at a time).
+/// A write transaction. Its first statement takes the hub's writer lock — a row lock on
+/// `server_state` — so writers are serialized across threads *and* processes: on PostgreSQL
+/// the row lock, on SQLite the file's write lock (taken by a write, before any read, so no
+/// stale snapshot can make it fail). Because of this, sequence numbers are handed out in commit
+/// order and a node's packets are applied strictly one at a time (docs/design.md).
 pub fn write_tx<T, E, F>(conn: &mut Conn, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut Conn) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
-    conn.immediate_transaction(f)
+    conn.transaction(|c| {
+        diesel::sql_query("UPDATE server_state SET last_seq = last_seq WHERE id = 1")
+            .execute(c)?;
+        f(c)
+    })
 }
 
 /// The hub's identity, created on first start.
@@ -174,10 +244,10 @@ pub fn server_identity(conn: &mut Conn) -> StoreResult<models::ServerState> {
         last_seq: 0,
         created_at: crate::protocol::now_ts(),
     };
-    diesel::insert_into(s::server_state)
+    // Two processes starting on a new database may both try; the loser reads the winner's row.
+    let _ = diesel::insert_into(s::server_state)
         .values(&row)
-        .on_conflict_do_nothing()
-        .execute(conn)?;
+        .execute(conn);
     Ok(s::server_state.find(1).first(conn)?)
 }
 
@@ -185,10 +255,10 @@ pub fn server_identity(conn: &mut Conn) -> StoreResult<models::ServerState> {
 /// write transaction.
 pub fn alloc_seq(conn: &mut Conn, n: i64) -> StoreResult<i64> {
     use schema::server_state::dsl as s;
-    let last: i64 = diesel::update(s::server_state.find(1))
+    diesel::update(s::server_state.find(1))
         .set(s::last_seq.eq(s::last_seq + n))
-        .returning(s::last_seq)
-        .get_result(conn)?;
+        .execute(conn)?;
+    let last: i64 = s::server_state.find(1).select(s::last_seq).first(conn)?;
     Ok(last - n + 1)
 }
 
@@ -218,5 +288,7 @@ mod tests {
             DbUrl::Postgres(_)
         ));
         assert!(DbUrl::parse("mysql://x").is_err());
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("data/x.db"), "data/x.db");
     }
 }

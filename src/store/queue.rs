@@ -10,12 +10,18 @@ use super::{Conn, StoreResult};
 
 /// Queues the entity for one node at sequence `seq` (replacing an older row for it).
 pub fn requeue(conn: &mut Conn, row: &QueueRow) -> StoreResult<()> {
-    diesel::insert_into(q::sync_changes)
-        .values(row)
-        .on_conflict((q::node_id, q::entity_type, q::entity_uuid))
-        .do_update()
-        .set((q::seq.eq(row.seq), q::created_at.eq(&row.created_at)))
-        .execute(conn)?;
+    let updated = diesel::update(q::sync_changes.find((
+        &row.node_id,
+        &row.entity_type,
+        &row.entity_uuid,
+    )))
+    .set((q::seq.eq(row.seq), q::created_at.eq(&row.created_at)))
+    .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(q::sync_changes)
+            .values(row)
+            .execute(conn)?;
+    }
     Ok(())
 }
 

@@ -14,13 +14,108 @@ use starsync::protocol::codec;
 
 pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
 
+/// The backend switch: set `STARSYNC_TEST_DATABASE_URL` to a PostgreSQL URL (a role allowed
+/// to create databases) and every test gets its own PostgreSQL database, cloned from a
+/// migrated template; unset, every test gets its own SQLite file.
+pub const BACKEND_ENV: &str = "STARSYNC_TEST_DATABASE_URL";
+
+/// A database owned by one test, removed on drop.
+pub enum TestDb {
+    Sqlite,
+    Postgres { admin_url: String, name: String, url: String },
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        match std::env::var(BACKEND_ENV).ok().filter(|u| !u.is_empty()) {
+            None => TestDb::Sqlite,
+            Some(admin_url) => {
+                let name = format!("starsync_t_{}", uuid::Uuid::new_v4().simple());
+                pg::create_from_template(&admin_url, &name);
+                let url = pg::url_with_db(&admin_url, &name);
+                TestDb::Postgres { admin_url, name, url }
+            }
+        }
+    }
+
+    /// DATABASE_URL for a server or CLI working in `dir`.
+    pub fn url(&self, dir: &Path) -> String {
+        match self {
+            TestDb::Sqlite => dir.join("data/starsync.db").display().to_string(),
+            TestDb::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name, .. } = self {
+            pg::drop_db(admin_url, name);
+        }
+    }
+}
+
+/// PostgreSQL helpers for tests: a template database migrated once, cloned per test.
+pub mod pg {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+
+    const TEMPLATE: &str = "starsync_test_template";
+
+    pub fn url_with_db(admin_url: &str, db: &str) -> String {
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url, String::new()),
+        };
+        let (prefix, _) = base.rsplit_once('/').expect("postgres URL has a database part");
+        format!("{prefix}/{db}{query}")
+    }
+
+    pub fn create_from_template(admin_url: &str, name: &str) {
+        let mut c = PgConnection::establish(admin_url).expect("connect to PostgreSQL admin URL");
+        // One process at a time builds the template; the others wait here.
+        c.batch_execute("SELECT pg_advisory_lock(4242)").unwrap();
+        let exists = c
+            .batch_execute(&format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}') \
+                 THEN RAISE EXCEPTION 'missing'; END IF; END $$"
+            ))
+            .is_ok();
+        if !exists {
+            c.batch_execute(&format!("CREATE DATABASE {TEMPLATE}")).unwrap();
+            let mut conn = starsync::store::DbConn::Postgres(
+                PgConnection::establish(&url_with_db(admin_url, TEMPLATE)).unwrap(),
+            );
+            starsync::store::run_migrations(&mut conn).expect("migrate template");
+            // Disconnect before cloning: PostgreSQL copies only unused templates.
+            drop(conn);
+        }
+        let result = c.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"));
+        c.batch_execute("SELECT pg_advisory_unlock(4242)").unwrap();
+        result.expect("create test database");
+    }
+
+    pub fn drop_db(admin_url: &str, name: &str) {
+        if let Ok(mut c) = PgConnection::establish(admin_url) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
 /// A running server.
 pub struct TestApp {
     pub base: String,
     pub port: u16,
     pub server_id: String,
-    /// Holds the database; removed when the app is dropped (unless handed to a restart).
+    /// Holds the data dir (and SQLite file); removed when the app is dropped (unless handed to
+    /// a restart).
     pub dir: Option<tempfile::TempDir>,
+    /// The test's own database.
+    pub db: Option<std::sync::Arc<TestDb>>,
     pub config_toml: String,
     pub env: HashMap<String, String>,
     handle: Option<actix_web::dev::ServerHandle>,
@@ -39,12 +134,14 @@ impl TestApp {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::spawn_in(dir, config_toml.to_string(), env)
+        let db = std::sync::Arc::new(TestDb::create());
+        Self::spawn_in(dir, db, config_toml.to_string(), env)
     }
 
     /// Environment a server or CLI process of this app uses.
     pub fn env_map(
         dir: &Path,
+        db: &TestDb,
         config_toml: &str,
         extra: &HashMap<String, String>,
     ) -> HashMap<String, String> {
@@ -56,10 +153,7 @@ impl TestApp {
             "STARSYNC_DATA_DIR".into(),
             dir.join("data").display().to_string(),
         );
-        env.insert(
-            "DATABASE_URL".into(),
-            dir.join("data/starsync.db").display().to_string(),
-        );
+        env.insert("DATABASE_URL".into(), db.url(dir));
         env.insert("STARSYNC_BIND".into(), "127.0.0.1:0".into());
         env.insert("STARSYNC_ADMIN_TOKEN".into(), ADMIN.into());
         for (k, v) in extra {
@@ -70,10 +164,11 @@ impl TestApp {
 
     fn spawn_in(
         dir: tempfile::TempDir,
+        db: std::sync::Arc<TestDb>,
         config_toml: String,
         extra: HashMap<String, String>,
     ) -> TestApp {
-        let env = Self::env_map(dir.path(), &config_toml, &extra);
+        let env = Self::env_map(dir.path(), &db, &config_toml, &extra);
         let settings =
             Settings::load_from(Path::new("/nonexistent-defaults"), &env).expect("settings");
         let (tx, rx) = mpsc::channel();
@@ -97,6 +192,7 @@ impl TestApp {
             port,
             server_id,
             dir: Some(dir),
+            db: Some(db),
             config_toml,
             env: extra,
             handle: Some(handle),
@@ -108,7 +204,8 @@ impl TestApp {
     pub fn restart(mut self) -> TestApp {
         self.stop();
         let dir = self.dir.take().unwrap();
-        Self::spawn_in(dir, self.config_toml.clone(), self.env.clone())
+        let db = self.db.take().unwrap();
+        Self::spawn_in(dir, db, self.config_toml.clone(), self.env.clone())
     }
 
     fn stop(&mut self) {
@@ -130,7 +227,12 @@ impl TestApp {
 
     /// Environment for running the `starsync` CLI against this app's database.
     pub fn cli_env(&self) -> HashMap<String, String> {
-        Self::env_map(&self.path(), &self.config_toml, &self.env)
+        Self::env_map(
+            &self.path(),
+            self.db.as_ref().unwrap(),
+            &self.config_toml,
+            &self.env,
+        )
     }
 
     /// Runs the `starsync` binary against this app's database.
