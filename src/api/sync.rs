@@ -21,7 +21,15 @@ async fn register(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     if !engine.settings().server.open_registration {
-        admin(&engine, &req).await?;
+        // PROTOCOL §6 lists only 401 for registration: a node token is not the admin token.
+        admin(&engine, &req).await.map_err(|e| match e {
+            ApiError::Engine(EngineError::Forbidden(_)) => {
+                ApiError::Engine(EngineError::Unauthorized(
+                    "registration needs the admin token; a node token cannot register nodes".into(),
+                ))
+            }
+            other => other,
+        })?;
     }
     let body = read_body(&req, payload, 64 * 1024, ApiError::TooLarge).await?;
     let request: RegisterRequest = parse_json(&body)?;

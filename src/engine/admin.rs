@@ -362,6 +362,7 @@ fn conflict_row(r: HistoryRow) -> ConflictRow {
         arrival_time: r.arrival_time,
         conflict_resolution: r.conflict_resolution,
         server_version: r.server_version,
+        change_id: r.change_id,
         resolved_at: r.resolved_at,
         resolved_by: r.resolved_by,
     }

@@ -146,6 +146,9 @@ pub struct ConflictRow {
     pub serialized_data: serde_json::Value,
     pub conflict_resolution: String,
     pub server_version: i64,
+    /// The change (by its author's `change_id`) that met the conflict.
+    #[serde(default)]
+    pub change_id: Option<String>,
     pub resolved_at: Option<String>,
     pub resolved_by: Option<String>,
 }

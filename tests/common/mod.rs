@@ -22,7 +22,11 @@ pub const BACKEND_ENV: &str = "STARSYNC_TEST_DATABASE_URL";
 /// A database owned by one test, removed on drop.
 pub enum TestDb {
     Sqlite,
-    Postgres { admin_url: String, name: String, url: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
 }
 
 impl TestDb {
@@ -33,7 +37,11 @@ impl TestDb {
                 let name = format!("starsync_t_{}", uuid::Uuid::new_v4().simple());
                 pg::create_from_template(&admin_url, &name);
                 let url = pg::url_with_db(&admin_url, &name);
-                TestDb::Postgres { admin_url, name, url }
+                TestDb::Postgres {
+                    admin_url,
+                    name,
+                    url,
+                }
             }
         }
     }
@@ -53,7 +61,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let TestDb::Postgres { admin_url, name, .. } = self {
+        if let TestDb::Postgres {
+            admin_url, name, ..
+        } = self
+        {
             pg::drop_db(admin_url, name);
         }
     }
@@ -71,7 +82,9 @@ pub mod pg {
             Some((b, q)) => (b, format!("?{q}")),
             None => (admin_url, String::new()),
         };
-        let (prefix, _) = base.rsplit_once('/').expect("postgres URL has a database part");
+        let (prefix, _) = base
+            .rsplit_once('/')
+            .expect("postgres URL has a database part");
         format!("{prefix}/{db}{query}")
     }
 
@@ -86,7 +99,8 @@ pub mod pg {
             ))
             .is_ok();
         if !exists {
-            c.batch_execute(&format!("CREATE DATABASE {TEMPLATE}")).unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+                .unwrap();
             let mut conn = starsync::store::DbConn::Postgres(
                 PgConnection::establish(&url_with_db(admin_url, TEMPLATE)).unwrap(),
             );
@@ -519,5 +533,118 @@ impl TestNode {
             .get(&(t.to_string(), u.to_string()))
             .map(|e| e.0)
             .unwrap_or(0)
+    }
+}
+
+// ---- Several server processes on one database ----
+
+/// A `starsync serve` process on the same database and data dir as a [`TestApp`]; killed on
+/// drop. The port is read from its start-up log line (it binds port 0).
+pub struct ServerProcess {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    pub fn spawn(app: &TestApp) -> ServerProcess {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_starsync"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .current_dir(app.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in app.cli_env() {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn starsync serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let line = line.expect("read server log");
+            if let Some(pos) = line.find("listening on http://") {
+                let rest = &line[pos + "listening on ".len()..];
+                base = Some(rest.split_whitespace().next().unwrap().to_string());
+                break;
+            }
+        }
+        let base = base.expect("server process printed its address");
+        // Keep draining the log so the pipe never fills.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { base, child }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs JSON to any server base URL: (status, body).
+pub fn post_to(base: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = ureq::post(&format!("{base}{path}")).set("Content-Type", "application/json");
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    into_pair(req.send_bytes(body.to_string().as_bytes()))
+}
+
+impl TestNode {
+    /// Like [`TestNode::sync`], against the server at `base` (any process of the cluster), and
+    /// modelling a real node more closely: the node's own accepted writes are applied to its
+    /// local store (keeping the server version it knew, since the server never echoes them).
+    pub fn sync_at(&mut self, base: &str, changes: Vec<Value>) -> Exchange {
+        let local: Vec<Value> = changes.clone();
+        let p = self.packet(self.next_packet_no, self.acked, changes);
+        let (status, body) = post_to(
+            base,
+            "/api/sync/exchange",
+            Some(&self.token),
+            &json!({"packet_data": encode(&p)}),
+        );
+        let packet = if status == 200 {
+            Some(decode(body["packet_data"].as_str().unwrap()))
+        } else {
+            None
+        };
+        let ex = Exchange {
+            status,
+            body,
+            packet,
+        };
+        if ex.status == 200 {
+            self.next_packet_no += 1;
+            if ex.body["duplicate"] == false {
+                let rejected: Vec<&Value> = ex.body["errors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| &e["change_id"])
+                    .collect();
+                for c in local
+                    .iter()
+                    .filter(|c| !rejected.contains(&&c["change_id"]))
+                {
+                    let key = (
+                        c["entity_type"].as_str().unwrap().to_string(),
+                        c["entity_uuid"].as_str().unwrap().to_string(),
+                    );
+                    let known = self.entities.get(&key).map(|e| e.0).unwrap_or(0);
+                    let data = if c["operation"] == "DELETE" {
+                        Value::Null
+                    } else {
+                        c["data"].clone()
+                    };
+                    self.entities.insert(key, (known, data));
+                }
+            }
+            self.apply(ex.packet.as_ref().unwrap());
+        }
+        ex
     }
 }
