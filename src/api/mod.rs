@@ -13,6 +13,14 @@ use actix_web::web;
 
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // A query string serde cannot read (e.g. a repeated parameter) is malformed input: answer
+    // the protocol's JSON error (422 `invalid_request`), not actix's plain-text 400.
+    cfg.app_data(web::QueryConfig::default().error_handler(|err, _req| {
+        error::ApiError::from(crate::engine::EngineError::InvalidRequest(format!(
+            "query string is malformed: {err}"
+        )))
+        .into()
+    }));
     health::configure(cfg);
     sync::configure(cfg);
     nodes::configure(cfg);

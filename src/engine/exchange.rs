@@ -97,11 +97,13 @@ impl Engine {
             return Ok(report);
         }
         node.received_packet_no = packet_no;
-        let mut ctx = ApplyCtx {
-            node_id: &node.id,
-            now,
-            seq,
-        };
+        let mut ctx = ApplyCtx::new(&node.id, now, seq);
+        ctx.preload(
+            conn,
+            p.changes
+                .iter()
+                .map(|c| (c.entity_type.as_str(), c.entity_uuid.as_str())),
+        )?;
         for c in &p.changes {
             let rejected = |reason: &str, message: String| ChangeError {
                 change_id: c.change_id.clone(),
@@ -129,6 +131,7 @@ impl Engine {
                 Err(r) => report.errors.push(rejected(r.reason, r.message)),
             }
         }
+        ctx.flush(conn)?;
         Ok(report)
     }
 
@@ -220,6 +223,14 @@ impl Engine {
         self.write(|conn| {
             let mut node = nodes::by_code(conn, code)?
                 .ok_or_else(|| EngineError::NotFound(format!("no node with code {code:?}")))?;
+            // A disabled node's queue waits until it is enabled again (PROTOCOL §4), whatever
+            // the transport.
+            if !node.active {
+                return Err(EngineError::Forbidden(format!(
+                    "node {} is disabled; enable it before exporting packets for it",
+                    node.code
+                )));
+            }
             let last = crate::store::last_seq(conn)?;
             let packet = outbound::build_packet(
                 conn,

@@ -200,10 +200,15 @@ const MIGRATION_LOCK_KEY: i64 = 0x5353_594E;
 pub fn run_migrations(conn: &mut Conn) -> StoreResult<usize> {
     let mig = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
     match conn {
-        DbConn::Sqlite(c) => Ok(c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(mig)?.len()),
+        DbConn::Sqlite(c) => Ok(c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(mig)?
+            .len()),
         DbConn::Postgres(c) => {
             c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
-            let result = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len());
+            let result = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len());
             c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
             result.map_err(mig)
         }
@@ -221,8 +226,7 @@ where
     E: From<diesel::result::Error>,
 {
     conn.transaction(|c| {
-        diesel::sql_query("UPDATE server_state SET last_seq = last_seq WHERE id = 1")
-            .execute(c)?;
+        diesel::sql_query("UPDATE server_state SET last_seq = last_seq WHERE id = 1").execute(c)?;
         f(c)
     })
 }
@@ -288,7 +292,10 @@ mod tests {
             DbUrl::Postgres(_)
         ));
         assert!(DbUrl::parse("mysql://x").is_err());
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("data/x.db"), "data/x.db");
     }
 }

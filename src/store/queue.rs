@@ -10,19 +10,26 @@ use super::{Conn, StoreResult};
 
 /// Queues the entity for one node at sequence `seq` (replacing an older row for it).
 pub fn requeue(conn: &mut Conn, row: &QueueRow) -> StoreResult<()> {
-    let updated = diesel::update(q::sync_changes.find((
-        &row.node_id,
-        &row.entity_type,
-        &row.entity_uuid,
-    )))
-    .set((q::seq.eq(row.seq), q::created_at.eq(&row.created_at)))
-    .execute(conn)?;
+    let updated =
+        diesel::update(q::sync_changes.find((&row.node_id, &row.entity_type, &row.entity_uuid)))
+            .set((q::seq.eq(row.seq), q::created_at.eq(&row.created_at)))
+            .execute(conn)?;
     if updated == 0 {
         diesel::insert_into(q::sync_changes)
             .values(row)
             .execute(conn)?;
     }
     Ok(())
+}
+
+/// True when any per-node queue row exists at all (usually none: they exist only between a
+/// lost conflict and its acknowledgment).
+pub fn any(conn: &mut Conn) -> StoreResult<bool> {
+    Ok(q::sync_changes
+        .select(q::node_id)
+        .first::<String>(conn)
+        .optional()?
+        .is_some())
 }
 
 /// A new change of the entity supersedes every per-node row for it: the change log now
