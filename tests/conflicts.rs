@@ -204,10 +204,13 @@ fn server_wins_is_the_default_and_the_loser_gets_the_server_state_again() {
     assert_eq!(rows[0]["entity_uuid"], json!(u));
 
     // Resending the same packet is a duplicate: no second history row.
+    // The duplicate's answer repeats the original report (the node may have lost it) but
+    // nothing is applied or recorded again.
     let dup = b.post_packet(&app, &p);
     assert_eq!(dup.status, 200, "{}", dup.body);
     assert_eq!(dup.body["duplicate"], true);
-    assert_eq!(dup.body["conflict_count"], 0);
+    assert_eq!(dup.body["conflict_count"], 1);
+    assert_eq!(dup.body["conflicts"][0]["conflict_id"], json!(id));
     assert_eq!(history(&app, &u).len(), 1);
 
     // A (the winner) gets nothing back; B, having acknowledged, gets nothing again.
@@ -240,7 +243,9 @@ fn a_lost_conflict_answer_is_repaired_by_the_retry() {
     let retry = b.post_packet(&app, &p);
     assert_eq!(retry.status, 200, "{}", retry.body);
     assert_eq!(retry.body["duplicate"], true);
-    assert_eq!(retry.body["conflict_count"], 0);
+    // The retry learns about the conflict it missed; nothing is applied again.
+    assert_eq!(retry.body["conflict_count"], 1);
+    assert_eq!(retry.body["conflicts"], first.body["conflicts"]);
     assert_eq!(retry.body["processed_count"], 0);
     let back = changes_for(&retry, &u);
     assert_eq!(

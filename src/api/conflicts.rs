@@ -10,8 +10,10 @@ use crate::protocol::api::{ConflictList, ResolveRequest};
 use crate::store::history::HistoryFilter;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/sync/conflicts", web::get().to(list))
-        .route("/api/sync/conflicts/{id}/resolve", web::post().to(resolve));
+    cfg.service(super::resource("/api/sync/conflicts").route(web::get().to(list)))
+        .service(
+            super::resource("/api/sync/conflicts/{id}/resolve").route(web::post().to(resolve)),
+        );
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use crate::protocol::api::EntityWrite;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/sync/entities/{entity_type}/{entity_uuid}")
+        super::resource("/api/sync/entities/{entity_type}/{entity_uuid}")
             .route(web::get().to(get))
             .route(web::put().to(put))
             .route(web::delete().to(delete)),

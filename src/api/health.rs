@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health));
+    cfg.service(super::resource("/health").route(web::get().to(health)));
 }
 
 async fn health() -> HttpResponse {

@@ -11,6 +11,22 @@ pub mod sync;
 
 use actix_web::web;
 
+/// A route path whose unsupported methods answer JSON 405 `method_not_allowed` (rather than
+/// falling through to the 404 of unknown paths).
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::ResponseError;
+    error::ApiError::MethodNotAllowed(format!(
+        "{} is not supported on {}",
+        req.method(),
+        req.path()
+    ))
+    .error_response()
+}
+
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // A query string serde cannot read (e.g. a repeated parameter) is malformed input: answer

@@ -8,10 +8,10 @@ use crate::engine::Engine;
 use crate::protocol::api::NodeList;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/sync/nodes", web::get().to(list))
-        .route("/api/sync/nodes/{id}/disable", web::post().to(disable))
-        .route("/api/sync/nodes/{id}/enable", web::post().to(enable))
-        .route("/api/sync/nodes/{id}/token", web::post().to(rotate));
+    cfg.service(super::resource("/api/sync/nodes").route(web::get().to(list)))
+        .service(super::resource("/api/sync/nodes/{id}/disable").route(web::post().to(disable)))
+        .service(super::resource("/api/sync/nodes/{id}/enable").route(web::post().to(enable)))
+        .service(super::resource("/api/sync/nodes/{id}/token").route(web::post().to(rotate)));
 }
 
 async fn list(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {

@@ -9,10 +9,10 @@ use crate::protocol::api::{ExchangeRequest, ExchangeResponse, RegisterRequest};
 use crate::protocol::{codec, decode_hex_packet};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/sync/register", web::post().to(register))
-        .route("/api/sync/exchange", web::post().to(exchange))
-        .route("/api/sync/status", web::get().to(server_status))
-        .route("/api/sync/status/{node_id}", web::get().to(node_status));
+    cfg.service(super::resource("/api/sync/register").route(web::post().to(register)))
+        .service(super::resource("/api/sync/exchange").route(web::post().to(exchange)))
+        .service(super::resource("/api/sync/status").route(web::get().to(server_status)))
+        .service(super::resource("/api/sync/status/{node_id}").route(web::get().to(node_status)));
 }
 
 async fn register(

@@ -118,14 +118,16 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
         })();
         match outcome {
             Ok((code, packet_no, r)) => {
+                // A duplicate's answer repeats its original errors and conflicts; the totals
+                // count what this import applied.
                 if r.duplicate {
                     duplicates += 1;
                 } else {
                     applied += 1;
+                    errors += r.errors.len();
+                    conflicts += r.conflicts.len();
+                    processed += r.processed_count;
                 }
-                errors += r.errors.len();
-                conflicts += r.conflicts.len();
-                processed += r.processed_count;
                 if json_out {
                     results.push(json!({"file": file, "node": code, "packet_no": packet_no,
                         "duplicate": r.duplicate, "processed": r.processed_count,

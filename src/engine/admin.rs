@@ -257,10 +257,17 @@ impl Engine {
         };
         let now = protocol::now_ts();
         let view = self.write(|c| {
-            if data.is_none() && entities::get(c, entity_type, uuid)?.is_none() {
-                return Err(EngineError::NotFound(format!(
-                    "no entity {entity_type}/{uuid}"
-                )));
+            if data.is_none() {
+                match entities::get(c, entity_type, uuid)? {
+                    None => {
+                        return Err(EngineError::NotFound(format!(
+                            "no entity {entity_type}/{uuid}"
+                        )))
+                    }
+                    // Deleting a tombstone is a no-op, as it is for nodes (PROTOCOL §5).
+                    Some(e) if e.is_deleted => return Ok(entity_view(e)),
+                    Some(_) => {}
+                }
             }
             Ok(entity_view(admin_write(c, entity_type, uuid, data, &now)?))
         })?;

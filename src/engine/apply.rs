@@ -224,7 +224,9 @@ pub fn apply_change(
         if op == Operation::Delete {
             return Ok(Ok(Applied::Done));
         }
-        if base > 0 {
+        // INSERT always means "based on nothing"; an UPDATE claiming a server version the
+        // server never had is ahead of it.
+        if op == Operation::Update && base > 0 {
             return Ok(Err(version_ahead(base, 0)));
         }
         let seq = ctx.seq.take();
@@ -250,6 +252,14 @@ pub fn apply_change(
 
     if op == Operation::Insert {
         base = 0;
+    }
+    // change_id is the author's idempotency key: the change that produced the current version,
+    // arriving again (in a new packet, e.g. from a node that lost its packet store), is not
+    // applied twice.
+    if e.change_id.as_deref() == Some(c.change_id.as_str())
+        && e.author_node_id.as_deref() == Some(ctx.node_id)
+    {
+        return Ok(Ok(Applied::Done));
     }
     if base > e.version {
         return Ok(Err(version_ahead(base, e.version)));

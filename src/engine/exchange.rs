@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::protocol::api::{ChangeError, ConflictReport};
 use crate::protocol::{self, schema_major, validate_change, Packet};
-use crate::store::models::Node;
+use crate::store::models::{InPacketReport, Node};
 use crate::store::{nodes, queue, Conn};
 
 use super::apply::{apply_change, Applied, ApplyCtx, SeqAlloc};
@@ -18,6 +18,13 @@ pub struct ReceiveReport {
     pub processed_count: u64,
     pub errors: Vec<ChangeError>,
     pub conflicts: Vec<ConflictReport>,
+}
+
+/// The part of a report kept for answering duplicates.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredReport {
+    errors: Vec<ChangeError>,
+    conflicts: Vec<ConflictReport>,
 }
 
 /// The result of a full exchange: the report and the hub's answer packet.
@@ -93,7 +100,14 @@ impl Engine {
 
         let mut report = ReceiveReport::default();
         if packet_no <= node.received_packet_no {
+            // Repeat what applying it reported: the node may never have seen that answer.
             report.duplicate = true;
+            if let Some(text) = queue::report(conn, &node.id, packet_no)? {
+                if let Ok(stored) = serde_json::from_str::<StoredReport>(&text) {
+                    report.errors = stored.errors;
+                    report.conflicts = stored.conflicts;
+                }
+            }
             return Ok(report);
         }
         node.received_packet_no = packet_no;
@@ -132,6 +146,21 @@ impl Engine {
             }
         }
         ctx.flush(conn)?;
+        if !report.errors.is_empty() || !report.conflicts.is_empty() {
+            let stored = StoredReport {
+                errors: report.errors.clone(),
+                conflicts: report.conflicts.clone(),
+            };
+            queue::save_report(
+                conn,
+                &InPacketReport {
+                    node_id: node.id.clone(),
+                    packet_no,
+                    report: serde_json::to_string(&stored).expect("serializable"),
+                    created_at: now.to_string(),
+                },
+            )?;
+        }
         Ok(report)
     }
 

@@ -72,6 +72,15 @@ pub struct OutPacket {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sync_packets_in)]
+pub struct InPacketReport {
+    pub node_id: String,
+    pub packet_no: i64,
+    pub report: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = object_version_history)]
 pub struct HistoryRow {
     pub id: String,

@@ -3,8 +3,9 @@
 
 use diesel::prelude::*;
 
-use super::models::{OutPacket, QueueRow};
+use super::models::{InPacketReport, OutPacket, QueueRow};
 use super::schema::sync_changes::dsl as q;
+use super::schema::sync_packets_in::dsl as pi;
 use super::schema::sync_packets_out::dsl as p;
 use super::{Conn, StoreResult};
 
@@ -87,4 +88,32 @@ pub fn prune_out_packets(conn: &mut Conn, node_id: &str, upto: i64) -> StoreResu
     diesel::delete(p::sync_packets_out.filter(p::node_id.eq(node_id).and(p::packet_no.lt(upto))))
         .execute(conn)?;
     Ok(())
+}
+
+/// How many of a node's newest packet reports are kept for answering resent duplicates.
+pub const KEPT_REPORTS: i64 = 32;
+
+/// Stores what applying a node packet reported, and forgets reports older than
+/// [`KEPT_REPORTS`] packets.
+pub fn save_report(conn: &mut Conn, row: &InPacketReport) -> StoreResult<()> {
+    diesel::insert_into(pi::sync_packets_in)
+        .values(row)
+        .execute(conn)?;
+    diesel::delete(
+        pi::sync_packets_in.filter(
+            pi::node_id
+                .eq(&row.node_id)
+                .and(pi::packet_no.le(row.packet_no - KEPT_REPORTS)),
+        ),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+pub fn report(conn: &mut Conn, node_id: &str, packet_no: i64) -> StoreResult<Option<String>> {
+    Ok(pi::sync_packets_in
+        .filter(pi::node_id.eq(node_id).and(pi::packet_no.eq(packet_no)))
+        .select(pi::report)
+        .first(conn)
+        .optional()?)
 }

@@ -67,6 +67,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    sync_packets_in (node_id, packet_no) {
+        node_id -> Text,
+        packet_no -> BigInt,
+        report -> Text,
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
     object_version_history (id) {
         id -> Text,
         seq -> BigInt,
@@ -90,5 +99,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     entities,
     sync_changes,
     sync_packets_out,
+    sync_packets_in,
     object_version_history,
 );
