@@ -1,0 +1,796 @@
+//! The starsync benchmark runner: a release `starsync serve` process, real HTTP on loopback.
+//!
+//! ```text
+//! cargo bench --bench sync                          # SQLite, full scale
+//! cargo bench --bench sync -- --quick               # 10x smaller, for a quick look
+//! cargo bench --bench sync -- --postgres URL        # PostgreSQL (URL of a role that may CREATE DATABASE)
+//! cargo bench --bench sync -- --json out.json       # where the JSON goes (default target/bench/sync-<backend>.json)
+//! ```
+//!
+//! It prints a table and writes JSON so figures can be compared between commits. The client
+//! pre-encodes node packets before timing (a node gzips on its own machine, not the server's), so
+//! the figures are the server's.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const ADMIN: &str = "bench-admin-token-0123456789abcdef0123456789";
+
+struct Opts {
+    scale: usize,
+    postgres: Option<String>,
+    json_out: Option<PathBuf>,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        scale: 1,
+        postgres: None,
+        json_out: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.scale = 10,
+            "--postgres" => o.postgres = args.next(),
+            "--json" => o.json_out = args.next().map(PathBuf::from),
+            "--bench" => {}
+            other if other.starts_with("--") => eprintln!("ignoring unknown option {other}"),
+            _ => {}
+        }
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server process
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+    db: Db,
+}
+
+enum Db {
+    Sqlite,
+    Postgres { admin: String, name: String },
+}
+
+impl Server {
+    fn start(opts: &Opts, batch: usize) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, db) = match &opts.postgres {
+            None => (
+                dir.path().join("data/starsync.db").display().to_string(),
+                Db::Sqlite,
+            ),
+            Some(admin) => {
+                use diesel::connection::SimpleConnection;
+                use diesel::Connection;
+                let name = format!("starsync_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut c =
+                    diesel::PgConnection::establish(admin).expect("connect to --postgres URL");
+                c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+                let (prefix, _) = admin.rsplit_once('/').unwrap();
+                (
+                    format!("{prefix}/{name}"),
+                    Db::Postgres {
+                        admin: admin.clone(),
+                        name,
+                    },
+                )
+            }
+        };
+        std::fs::write(dir.path().join("none.toml"), "").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("STARSYNC_BIND", "127.0.0.1:0")
+            .env("STARSYNC_DATA_DIR", dir.path().join("data"))
+            .env("DATABASE_URL", &url)
+            .env("STARSYNC_ADMIN_TOKEN", ADMIN)
+            .env("STARSYNC_BATCH_SIZE", batch.to_string())
+            .env("STARSYNC_CONFIG", dir.path().join("none.toml"))
+            .env("RUST_LOG", "warn,starsync::cli=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn starsync serve (built by cargo bench)");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(p) = line.find("listening on http://") {
+                base = Some(
+                    line[p + 13..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                );
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base: base.expect("server address"),
+            _dir: dir,
+            db,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory since the last reset, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        peak_rss_mib(self.pid())
+    }
+
+    fn reset_peak(&self) {
+        reset_peak(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Db::Postgres { admin, name } = &self.db {
+            use diesel::connection::SimpleConnection;
+            use diesel::Connection;
+            if let Ok(mut c) = diesel::PgConnection::establish(admin) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Resets the kernel's peak-RSS counter of a process (Linux `clear_refs` value 5).
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw-protocol client
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    server_id: String,
+}
+
+struct BenchNode {
+    id: String,
+    token: String,
+    next_no: u64,
+    acked: u64,
+}
+
+impl Client {
+    fn new(base: &str) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(120))
+            .build();
+        let mut c = Client {
+            agent,
+            base: base.to_string(),
+            server_id: String::new(),
+        };
+        let (_, s) = c.get("/api/sync/status", ADMIN);
+        c.server_id = s["server_node_id"].as_str().unwrap().to_string();
+        c
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        read(
+            self.agent
+                .get(&format!("{}{path}", self.base))
+                .set("Authorization", &format!("Bearer {token}"))
+                .call(),
+        )
+    }
+
+    fn post(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
+        read(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .set("Authorization", &format!("Bearer {token}"))
+                .set("Content-Type", "application/json")
+                .send_string(body),
+        )
+    }
+
+    fn register(&self, code: &str) -> BenchNode {
+        let (s, b) = self.post(
+            "/api/sync/register",
+            ADMIN,
+            &json!({"code": code}).to_string(),
+        );
+        assert_eq!(s, 201, "{b}");
+        BenchNode {
+            id: b["node_id"].as_str().unwrap().to_string(),
+            token: b["auth_token"].as_str().unwrap().to_string(),
+            next_no: 1,
+            acked: 0,
+        }
+    }
+
+    fn packet_json(&self, node: &BenchNode, no: u64, ack: u64, changes: &[Value]) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "format": 1, "schema_version": "1.0.0",
+            "sender_node_id": node.id, "receiver_node_id": self.server_id,
+            "packet_no": no, "ack_packet_no": ack, "created_at": now(), "more": false,
+            "changes": changes,
+        }))
+        .unwrap()
+    }
+
+    /// An exchange with a pre-encoded envelope; returns the decoded server packet.
+    fn exchange_body(&self, node: &mut BenchNode, body: &str) -> Value {
+        let (s, b) = self.post("/api/sync/exchange", &node.token, body);
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["error_count"], 0, "{b}");
+        node.next_no += 1;
+        let packet = decode(b["packet_data"].as_str().unwrap());
+        node.acked = packet["packet_no"].as_u64().unwrap();
+        packet
+    }
+
+    fn envelope(&self, node: &BenchNode, changes: &[Value]) -> String {
+        let json = self.packet_json(node, node.next_no, node.acked, changes);
+        json!({"packet_data": hex::encode(gzip(&json))}).to_string()
+    }
+
+    /// Receives until the server has nothing more; returns the number of changes received.
+    fn drain(&self, node: &mut BenchNode) -> usize {
+        let mut n = 0;
+        loop {
+            let body = self.envelope(node, &[]);
+            let p = self.exchange_body(node, &body);
+            n += p["changes"].as_array().unwrap().len();
+            if p["more"] != true {
+                // One more acknowledges the last packet.
+                let body = self.envelope(node, &[]);
+                self.exchange_body(node, &body);
+                return n;
+            }
+        }
+    }
+}
+
+fn read(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let mut text = String::new();
+    resp.into_reader()
+        .take(1 << 30)
+        .read_to_string(&mut text)
+        .unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn now() -> String {
+    starsync::protocol::now_ts()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    starsync::protocol::codec::gzip_bytes(data)
+}
+
+fn decode(hex_text: &str) -> Value {
+    let bytes = hex::decode(hex_text).unwrap();
+    serde_json::from_slice(&starsync::protocol::codec::inflate_limited(&bytes, 1 << 30).unwrap())
+        .unwrap()
+}
+
+/// A realistic ~300-byte entity.
+fn entity(i: usize) -> Value {
+    json!({
+        "name": format!("Estimate {i:07}"),
+        "customer": format!("Customer {:05} Ltd.", i % 9973),
+        "address": format!("{} Market Street, Springfield", i % 997),
+        "value": (i * 37) % 100_000,
+        "currency": "EUR",
+        "status": if i.is_multiple_of(3) { "open" } else { "sent" },
+        "lines": [{"item": "Roof repair", "qty": i % 7 + 1, "price": 150.5}, {"item": "Gutter", "qty": 2, "price": 42.0}],
+        "notes": "Customer asked for a callback before Friday.",
+    })
+}
+
+fn insert_change(i: usize) -> Value {
+    json!({
+        "change_id": uuid::Uuid::new_v4().to_string(),
+        "entity_type": "Estimate",
+        "entity_uuid": uuid::Uuid::new_v4().to_string(),
+        "operation": "INSERT",
+        "base_version": 0,
+        "version": null,
+        "updated_at": now(),
+        "data": entity(i),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+#[derive(Default)]
+struct Wire {
+    changes: usize,
+    json_bytes: usize,
+    gzip_bytes: usize,
+    hex_bytes: usize,
+}
+
+/// Pushes `n` new entities from one node in packets of `batch`, timing only the exchanges.
+fn push(
+    client: &Client,
+    node: &mut BenchNode,
+    n: usize,
+    batch: usize,
+    wire: &mut Wire,
+) -> Duration {
+    // Pre-encode: packet k acknowledges server packet k - 1 (they advance in lockstep).
+    let mut bodies = Vec::with_capacity(n / batch + 1);
+    let (mut no, mut ack) = (node.next_no, node.acked);
+    let mut i = 0;
+    while i < n {
+        let k = batch.min(n - i);
+        let changes: Vec<Value> = (i..i + k).map(insert_change).collect();
+        let json = client.packet_json(node, no, ack, &changes);
+        let gz = gzip(&json);
+        let hex = hex::encode(&gz);
+        wire.changes += k;
+        wire.json_bytes += json.len();
+        wire.gzip_bytes += gz.len();
+        wire.hex_bytes += hex.len();
+        bodies.push(json!({"packet_data": hex}).to_string());
+        no += 1;
+        ack += 1;
+        i += k;
+    }
+    let start = Instant::now();
+    for body in &bodies {
+        client.exchange_body(node, body);
+    }
+    start.elapsed()
+}
+
+struct Report {
+    rows: Vec<(String, String, String)>,
+    json: BTreeMap<String, Value>,
+}
+
+impl Report {
+    fn add(&mut self, key: &str, label: &str, value: f64, unit: &str) {
+        let shown = if value >= 100.0 {
+            format!("{value:.0}")
+        } else {
+            format!("{value:.2}")
+        };
+        println!("  {label:<58} {shown:>12} {unit}");
+        self.rows.push((label.to_string(), shown, unit.to_string()));
+        self.json.insert(key.to_string(), json!(value));
+    }
+}
+
+fn main() {
+    let opts = parse_opts();
+    let backend = if opts.postgres.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let n = 100_000 / opts.scale;
+    let batch = 100;
+    let mut r = Report {
+        rows: Vec::new(),
+        json: BTreeMap::new(),
+    };
+    println!(
+        "starsync benchmark: backend {backend}, {n} changes, batch {batch}, {} cores",
+        num_cpus()
+    );
+
+    // (1) ingest with one node, and (4) initial sync of a new node from that data.
+    let mut wire = Wire::default();
+    let ingest_1 = {
+        let server = Server::start(&opts, batch);
+        let client = Client::new(&server.base);
+        let mut writer = client.register("writer");
+        server.reset_peak();
+        let t = push(&client, &mut writer, n, batch, &mut wire);
+        let rate = n as f64 / t.as_secs_f64();
+        r.add(
+            "ingest_changes_per_s",
+            "(1) ingest, 1 node: changes/s",
+            rate,
+            "changes/s",
+        );
+        r.add(
+            "ingest_server_peak_rss_mib",
+            "    server peak RSS",
+            server.peak_rss_mib(),
+            "MiB",
+        );
+
+        // (4) initial sync.
+        let mut fresh = client.register("fresh");
+        server.reset_peak();
+        reset_peak(std::process::id());
+        let start = Instant::now();
+        let got = client.drain(&mut fresh);
+        let t = start.elapsed();
+        assert_eq!(got, n, "the new node receives every entity");
+        r.add(
+            "initial_sync_entities_per_s",
+            "(4) initial sync of a new node: entities/s",
+            n as f64 / t.as_secs_f64(),
+            "entities/s",
+        );
+        r.add(
+            "initial_sync_server_peak_rss_mib",
+            "    server peak RSS",
+            server.peak_rss_mib(),
+            "MiB",
+        );
+        r.add(
+            "initial_sync_client_peak_rss_mib",
+            "    receiving client peak RSS (raw protocol client)",
+            peak_rss_mib(std::process::id()),
+            "MiB",
+        );
+        if let Some(node_rss) = node_initial_sync(&server, n) {
+            r.add(
+                "initial_sync_node_seconds",
+                "    starsync-node sync of the same data: seconds",
+                node_rss.0,
+                "s",
+            );
+            r.add(
+                "initial_sync_node_peak_rss_mib",
+                "    starsync-node peak RSS",
+                node_rss.1,
+                "MiB",
+            );
+        }
+        rate
+    };
+
+    // (2) ingest with 1,000 registered nodes.
+    {
+        let server = Server::start(&opts, batch);
+        let client = Client::new(&server.base);
+        for i in 0..1000 {
+            client.register(&format!("idle-{i:04}"));
+        }
+        let mut writer = client.register("writer");
+        server.reset_peak();
+        let t = push(&client, &mut writer, n, batch, &mut Wire::default());
+        let rate = n as f64 / t.as_secs_f64();
+        r.add(
+            "ingest_1000_nodes_changes_per_s",
+            "(2) ingest with 1,000 registered nodes: changes/s",
+            rate,
+            "changes/s",
+        );
+        r.add(
+            "ingest_1000_nodes_ratio",
+            "    ratio to (1)",
+            rate / ingest_1,
+            "x",
+        );
+        r.add(
+            "ingest_1000_nodes_server_peak_rss_mib",
+            "    server peak RSS",
+            server.peak_rss_mib(),
+            "MiB",
+        );
+    }
+
+    // (3) fan-out and (5) idle latency.
+    {
+        let server = Server::start(&opts, batch);
+        let client = Client::new(&server.base);
+        let readers: Vec<BenchNode> = (0..100)
+            .map(|i| client.register(&format!("reader-{i:03}")))
+            .collect();
+        let mut writer = client.register("writer");
+        let fan = 10_000 / opts.scale;
+        push(&client, &mut writer, fan, batch, &mut Wire::default());
+        server.reset_peak();
+        let start = Instant::now();
+        let readers = parallel(
+            readers,
+            4,
+            |client, node| {
+                let got = client.drain(node);
+                assert_eq!(got, fan);
+            },
+            &server.base,
+        );
+        let t = start.elapsed();
+        r.add(
+            "fanout_seconds",
+            &format!("(3) fan-out: {fan} changes to each of 100 nodes: seconds"),
+            t.as_secs_f64(),
+            "s",
+        );
+        r.add(
+            "fanout_deliveries_per_s",
+            "    deliveries/s",
+            (fan * 100) as f64 / t.as_secs_f64(),
+            "changes/s",
+        );
+        r.add(
+            "fanout_server_peak_rss_mib",
+            "    server peak RSS",
+            server.peak_rss_mib(),
+            "MiB",
+        );
+
+        // (5) idle exchanges from 100 concurrently syncing nodes.
+        server.reset_peak();
+        let per_node = 200 / opts.scale.min(4);
+        let lat = std::sync::Mutex::new(Vec::new());
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for mut node in readers {
+                let (base, lat) = (server.base.clone(), &lat);
+                s.spawn(move || {
+                    let client = Client::new(&base);
+                    let mut mine = Vec::with_capacity(per_node);
+                    for _ in 0..per_node {
+                        let body = client.envelope(&node, &[]);
+                        let t = Instant::now();
+                        client.exchange_body(&mut node, &body);
+                        mine.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    lat.lock().unwrap().extend(mine);
+                });
+            }
+        });
+        let wall = start.elapsed();
+        let mut lat = lat.into_inner().unwrap();
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        r.add(
+            "idle_p50_ms",
+            "(5) idle exchange, 100 concurrent nodes: p50",
+            pct(0.50),
+            "ms",
+        );
+        r.add("idle_p99_ms", "    p99", pct(0.99), "ms");
+        r.add(
+            "idle_exchanges_per_s",
+            "    exchanges/s",
+            lat.len() as f64 / wall.as_secs_f64(),
+            "exchanges/s",
+        );
+        r.add(
+            "idle_server_peak_rss_mib",
+            "    server peak RSS",
+            server.peak_rss_mib(),
+            "MiB",
+        );
+
+        // Single-client latency (no queueing behind 99 others).
+        let mut solo = client.register("solo");
+        let mut l = Vec::new();
+        for _ in 0..300 {
+            let body = client.envelope(&solo, &[]);
+            let t = Instant::now();
+            client.exchange_body(&mut solo, &body);
+            l.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        r.add(
+            "idle_single_p50_ms",
+            "    one node alone: p50",
+            l[l.len() / 2],
+            "ms",
+        );
+        r.add(
+            "idle_single_p99_ms",
+            "    one node alone: p99",
+            l[l.len() * 99 / 100],
+            "ms",
+        );
+    }
+
+    // (6) packet size.
+    r.add(
+        "wire_json_bytes_per_change",
+        "(6) packet JSON per change",
+        wire.json_bytes as f64 / wire.changes as f64,
+        "bytes",
+    );
+    r.add(
+        "wire_gzip_bytes_per_change",
+        "    gzip per change (file transfer)",
+        wire.gzip_bytes as f64 / wire.changes as f64,
+        "bytes",
+    );
+    r.add(
+        "wire_hex_bytes_per_change",
+        "    hex envelope per change (HTTP)",
+        wire.hex_bytes as f64 / wire.changes as f64,
+        "bytes",
+    );
+    r.add(
+        "wire_gzip_ratio",
+        "    gzip ratio",
+        wire.json_bytes as f64 / wire.gzip_bytes as f64,
+        "x",
+    );
+
+    let out = opts
+        .json_out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/bench/sync-{backend}.json")));
+    if let Some(parent) = out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let doc = json!({
+        "backend": backend,
+        "changes": n,
+        "batch_size": batch,
+        "cores": num_cpus(),
+        "commit": git_commit(),
+        "results": r.json,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!("\n| measure | {backend} |\n| --- | ---: |");
+    for (label, value, unit) in &r.rows {
+        println!("| {} | {value} {unit} |", label.trim());
+    }
+    println!("\nwrote {}", out.display());
+}
+
+/// Runs `f` for every node on `threads` worker threads, each with its own HTTP client.
+fn parallel(
+    nodes: Vec<BenchNode>,
+    threads: usize,
+    f: impl Fn(&Client, &mut BenchNode) + Sync,
+    base: &str,
+) -> Vec<BenchNode> {
+    let queue = std::sync::Mutex::new(nodes);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let client = Client::new(base);
+                loop {
+                    let next = queue.lock().unwrap().pop();
+                    match next {
+                        Some(mut node) => {
+                            f(&client, &mut node);
+                            done.lock().unwrap().push(node);
+                        }
+                        None => break,
+                    }
+                }
+            });
+        }
+    });
+    done.into_inner().unwrap()
+}
+
+/// Initial sync through the real node client (`starsync-node`), measured with /usr/bin/time.
+/// Returns (seconds, peak RSS MiB), or None when the node binary or `time` is unavailable.
+fn node_initial_sync(server: &Server, expected: usize) -> Option<(f64, f64)> {
+    let node_bin = Path::new(env!("CARGO_BIN_EXE_starsync")).with_file_name("starsync-node");
+    if !node_bin.exists() || !Path::new("/usr/bin/time").exists() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let init = Command::new(&node_bin)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "init",
+            "--server",
+            &server.base,
+            "--code",
+            "node-bench",
+            "--name",
+            "bench",
+            "--admin-token",
+            ADMIN,
+        ])
+        .output()
+        .ok()?;
+    if !init.status.success() {
+        eprintln!(
+            "starsync-node init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        return None;
+    }
+    let start = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args([
+            "-f",
+            "MAXRSS_KB=%M",
+            node_bin.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "sync",
+        ])
+        .output()
+        .ok()?;
+    let secs = start.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprintln!("starsync-node sync failed: {stderr}");
+        return None;
+    }
+    let kb: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS_KB="))?
+        .trim()
+        .parse()
+        .ok()?;
+    let list = Command::new(&node_bin)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+            "list",
+            "Estimate",
+        ])
+        .output()
+        .ok()?;
+    if let Ok(v) = serde_json::from_slice::<Value>(&list.stdout) {
+        let count = v
+            .as_array()
+            .map(|a| a.len())
+            .or_else(|| v["entities"].as_array().map(|a| a.len()));
+        if let Some(c) = count {
+            assert_eq!(
+                c, expected,
+                "starsync-node holds every entity after its initial sync"
+            );
+        }
+    }
+    Some((secs, kb / 1024.0))
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

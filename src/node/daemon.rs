@@ -1,0 +1,175 @@
+//! Background syncing: periodically, at once after a local write, and with capped exponential
+//! backoff while the server is unreachable (probing it cheaply so the node syncs as soon as it
+//! answers again).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::sync::backoff;
+use super::types::SyncReport;
+use super::{Node, NodeError};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Time between syncs when nothing happens.
+    pub interval: Duration,
+    /// First backoff delay after a failed sync; doubles per failure up to `max_backoff`.
+    pub backoff_base: Duration,
+    pub max_backoff: Duration,
+    /// While backing off from an unreachable server, probe `GET /health` this often.
+    pub probe_interval: Duration,
+    /// How often to look for changes written by another process (the CLI beside a daemon).
+    pub poll_interval: Duration,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            interval: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            probe_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one daemon round did (for logs and UIs).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DaemonTick {
+    Synced {
+        report: SyncReport,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+        failures: u32,
+        retry_in_secs: f64,
+    },
+}
+
+/// A daemon running on its own thread; [`DaemonHandle::stop`] (or dropping it) stops it after
+/// the current exchange.
+pub struct DaemonHandle {
+    node: Node,
+    thread: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
+}
+
+impl DaemonHandle {
+    pub fn stop(mut self) -> Result<(), NodeError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), NodeError> {
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        self.node.request_stop();
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(NodeError::Protocol("the daemon thread panicked".into())));
+        self.node.clear_stop();
+        r
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+impl Node {
+    /// Starts [`Node::run_daemon`] on a background thread.
+    pub fn spawn_daemon(&self, opts: DaemonOptions) -> DaemonHandle {
+        let node = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("starsync-node-daemon".into())
+            .spawn(move || node.run_daemon(opts, &mut |_| {}))
+            .expect("spawning a thread");
+        DaemonHandle {
+            node: self.clone(),
+            thread: Some(thread),
+        }
+    }
+
+    /// Syncs until [`Node::request_stop`] is called: at start, every `interval`, right after a
+    /// local write made through this handle (or a clone), and soon after changes another process
+    /// queued. Failures back off exponentially (capped); while the server is unreachable a
+    /// cheap probe notices when it answers again. Returns when stopped.
+    pub fn run_daemon(
+        &self,
+        opts: DaemonOptions,
+        on_tick: &mut dyn FnMut(&DaemonTick),
+    ) -> Result<(), NodeError> {
+        let mut next_due = Instant::now();
+        let mut failures: u32 = 0;
+        let mut last_retryable = false;
+        let mut last_probe = Instant::now();
+        let mut last_poll = Instant::now();
+        let mut seen_writes = *self.inner.writes.lock();
+        loop {
+            if self.inner.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let mut due = now >= next_due;
+            if !due && failures == 0 {
+                if *self.inner.writes.lock() != seen_writes {
+                    due = true;
+                } else if now.duration_since(last_poll) >= opts.poll_interval {
+                    last_poll = now;
+                    due = self.inner.store.pending_count()? > 0;
+                }
+            }
+            if !due
+                && failures > 0
+                && last_retryable
+                && now.duration_since(last_probe) >= opts.probe_interval
+            {
+                last_probe = now;
+                let cfg = self.config()?;
+                if self.inner.transport.health(&cfg.server_url).is_ok() {
+                    tracing::info!("server answers again; syncing now");
+                    due = true;
+                }
+            }
+            if due {
+                seen_writes = *self.inner.writes.lock();
+                let tick = match self.sync() {
+                    Ok(report) => {
+                        failures = 0;
+                        next_due = Instant::now() + opts.interval;
+                        DaemonTick::Synced { report }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        last_retryable = e.is_retryable();
+                        last_probe = Instant::now();
+                        let wait = backoff(opts.backoff_base, opts.max_backoff, failures);
+                        next_due = Instant::now() + wait;
+                        DaemonTick::Failed {
+                            error: e.to_string(),
+                            retryable: last_retryable,
+                            failures,
+                            retry_in_secs: wait.as_secs_f64(),
+                        }
+                    }
+                };
+                on_tick(&tick);
+                continue;
+            }
+            let mut wake_at = next_due.min(now + opts.poll_interval);
+            if failures > 0 && last_retryable {
+                wake_at = wake_at.min(last_probe + opts.probe_interval);
+            }
+            let mut guard = self.inner.writes.lock();
+            if *guard == seen_writes && !self.inner.stop.load(Ordering::SeqCst) {
+                self.inner.wake.wait_until(&mut guard, wake_at);
+            }
+        }
+    }
+}
