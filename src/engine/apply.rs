@@ -273,15 +273,7 @@ pub fn apply_change(
         }
         let resurrect = rules.map(|r| r.resurrect).unwrap_or(false);
         if resurrect || own {
-            write_version(
-                conn,
-                ctx,
-                &e,
-                c.data_text().to_string(),
-                false,
-                updated_at,
-                Some(c),
-            )?;
+            write_as_sent(conn, ctx, &e, c, updated_at)?;
             return Ok(Ok(Applied::Done));
         }
         // Delete wins: the update is kept in history and the tombstone goes back to the node.
@@ -319,15 +311,7 @@ pub fn apply_change(
     }
 
     if !concurrent {
-        write_version(
-            conn,
-            ctx,
-            &e,
-            c.data_text().to_string(),
-            false,
-            updated_at,
-            Some(c),
-        )?;
+        write_as_sent(conn, ctx, &e, c, updated_at)?;
         return Ok(Ok(Applied::Done));
     }
 
@@ -354,15 +338,7 @@ pub fn apply_change(
             "client",
         )?;
         match merge_priority(c.data_text(), &e.data, priority) {
-            None => write_version(
-                conn,
-                ctx,
-                &e,
-                c.data_text().to_string(),
-                false,
-                updated_at,
-                Some(c),
-            )?,
+            None => write_as_sent(conn, ctx, &e, c, updated_at)?,
             // The merged state differs from what the node sent: it is the hub's version (sent to
             // everyone, the node included), so the node's later stale edits conflict again
             // instead of silently dropping the priority value.
@@ -409,6 +385,25 @@ fn version_ahead(base: i64, server: i64) -> ChangeRejection {
             "base_version {base} is ahead of the server's version {server} for this entity; \
              the node must take the server state"
         ),
+    )
+}
+
+/// Writes the node's change as the entity's new version, exactly as sent.
+fn write_as_sent(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    e: &Entity,
+    c: &Change,
+    updated_at: String,
+) -> StoreResult<()> {
+    write_version(
+        conn,
+        ctx,
+        e,
+        c.data_text().to_string(),
+        false,
+        updated_at,
+        Some(c),
     )
 }
 
