@@ -22,13 +22,22 @@ use serde_json::{json, Value};
 const ADMIN: &str = "bench-admin-token-0123456789abcdef0123456789";
 
 struct Opts {
+    /// Scenario numbers to run (1-6); empty = all.
+    only: Vec<u32>,
     scale: usize,
     postgres: Option<String>,
     json_out: Option<PathBuf>,
 }
 
+impl Opts {
+    fn runs(&self, scenario: u32) -> bool {
+        self.only.is_empty() || self.only.contains(&scenario)
+    }
+}
+
 fn parse_opts() -> Opts {
     let mut o = Opts {
+        only: Vec::new(),
         scale: 1,
         postgres: None,
         json_out: None,
@@ -37,6 +46,14 @@ fn parse_opts() -> Opts {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.scale = 10,
+            "--only" => {
+                o.only = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect()
+            }
             "--postgres" => o.postgres = args.next(),
             "--json" => o.json_out = args.next().map(PathBuf::from),
             "--bench" => {}
@@ -97,7 +114,15 @@ impl Server {
             .env("STARSYNC_ADMIN_TOKEN", ADMIN)
             .env("STARSYNC_BATCH_SIZE", batch.to_string())
             .env("STARSYNC_CONFIG", dir.path().join("none.toml"))
-            .env("RUST_LOG", "warn,starsync::cli=info")
+            // STARSYNC_BENCH_LOG=info keeps the per-exchange log lines (with engine
+            // milliseconds) in target/bench/server.log, for profiling.
+            .env(
+                "RUST_LOG",
+                match std::env::var("STARSYNC_BENCH_LOG") {
+                    Ok(level) => format!("warn,starsync::cli=info,starsync::engine={level}"),
+                    Err(_) => "warn,starsync::cli=info".to_string(),
+                },
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -117,7 +142,23 @@ impl Server {
                 break;
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        let keep = std::env::var("STARSYNC_BENCH_LOG").is_ok();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = keep.then(|| {
+                let _ = std::fs::create_dir_all("target/bench");
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open("target/bench/server.log")
+                    .expect("open target/bench/server.log")
+            });
+            for line in lines.map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
         Server {
             child,
             base: base.expect("server address"),
@@ -463,7 +504,9 @@ fn main() {
             peak_rss_mib(std::process::id()),
             "MiB",
         );
-        if let Some(node_rss) = node_initial_sync(&server, n) {
+        if !opts.runs(4) {
+            // (4) not asked for.
+        } else if let Some(node_rss) = node_initial_sync(&server, n) {
             r.add(
                 "initial_sync_node_seconds",
                 "    starsync-node sync of the same data: seconds",
@@ -481,7 +524,7 @@ fn main() {
     };
 
     // (2) ingest with 1,000 registered nodes.
-    {
+    if opts.runs(2) {
         let server = Server::start(&opts, batch);
         let client = Client::new(&server.base);
         for i in 0..1000 {
@@ -512,7 +555,7 @@ fn main() {
     }
 
     // (3) fan-out and (5) idle latency.
-    {
+    if opts.runs(3) || opts.runs(5) {
         let server = Server::start(&opts, batch);
         let client = Client::new(&server.base);
         let readers: Vec<BenchNode> = (0..100)

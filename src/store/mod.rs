@@ -191,6 +191,63 @@ pub fn connect(url: &str, pool_size: u32, wal_autocheckpoint: u32) -> StoreResul
     Ok(pool)
 }
 
+/// Checkpoints a SQLite WAL from a background thread, so commits never do it.
+///
+/// Why: with automatic checkpoints, the commit that crosses `wal_autocheckpoint` copies the
+/// whole WAL into the database file before it returns — a 90 ms stall every ~15,000 changes in
+/// the ingest benchmark. A PASSIVE checkpoint here runs beside the writer instead (it never
+/// blocks it), and keeps the WAL short so automatic checkpoints (still configured, as a safety
+/// net) rarely trigger. Stops when dropped.
+pub struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread for a SQLite URL; `None` for other backends.
+    pub fn spawn(url: &str, every: Duration) -> StoreResult<Option<Checkpointer>> {
+        let DbUrl::Sqlite(path) = DbUrl::parse(url)? else {
+            return Ok(None);
+        };
+        let mut conn =
+            diesel::SqliteConnection::establish(&path.display().to_string()).map_err(|e| {
+                StoreError::Url(format!("checkpointer cannot open {}: {e}", path.display()))
+            })?;
+        conn.batch_execute("PRAGMA busy_timeout = 1000;")?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                let tick = Duration::from_millis(25);
+                let mut waited = Duration::ZERO;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    waited += tick;
+                    if waited >= every {
+                        waited = Duration::ZERO;
+                        // Busy or locked: try again next time; nothing depends on one run.
+                        let _ = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Url(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Some(Checkpointer {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Key of the PostgreSQL advisory lock that serializes migrations of several processes
 /// starting at once ("SSYN" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x5353_594E;

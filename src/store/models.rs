@@ -36,6 +36,9 @@ pub struct Node {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = entities)]
 #[diesel(treat_none_as_null = true)]
+// None is NULL, never DEFAULT: this lets diesel write a batch of new entities as one multi-row
+// INSERT on SQLite (with possible DEFAULTs it inserts row by row inside a savepoint).
+#[diesel(treat_none_as_default_value = false)]
 pub struct Entity {
     pub entity_type: String,
     pub entity_uuid: String,
