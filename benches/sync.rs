@@ -621,6 +621,9 @@ fn main() {
                     let (base, lat, returned) = (server.base.clone(), &lat, &returned);
                     s.spawn(move || {
                         let client = Client::new(&base);
+                        // A daemon keeps its connection: one untimed exchange opens it.
+                        let body = client.envelope(&node, &[]);
+                        client.exchange_body(&mut node, &body);
                         let mut mine = Vec::with_capacity(rounds);
                         // Spread the nodes over the interval, as independent daemons would be.
                         let offset = interval.map(|iv| iv * i as u32 / 100).unwrap_or_default();

@@ -78,6 +78,9 @@ impl Application {
                 .configure(api::configure)
                 .default_service(web::to(not_found))
         })
+        // Database work runs on actix's blocking threads; more of them than pooled connections
+        // only park threads (and their memory) on the pool or the writer lock.
+        .worker_max_blocking_threads(settings.database.pool_size.max(2) as usize)
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
