@@ -669,3 +669,41 @@ fn daemon_backs_off_while_unreachable_and_syncs_when_the_server_returns() {
     handle.stop().unwrap();
     assert_eq!(a.status().unwrap().in_flight, 0);
 }
+
+#[test]
+fn a_failed_init_force_keeps_the_existing_node() {
+    let app = TestApp::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init(d, &app.base, "KEEP");
+    let created = ok(d, &["create", "Note", r#"{"text": "local work"}"#]);
+    let uuid = created["entity_uuid"]
+        .as_str()
+        .or_else(|| created["uuid"].as_str())
+        .unwrap_or_else(|| panic!("create printed no uuid: {created}"))
+        .to_string();
+    // Re-initializing with a code that is taken fails at the server...
+    app.register("TAKEN");
+    let (code, v) = node(
+        d,
+        &[
+            "init",
+            "--force",
+            "--server",
+            &app.base,
+            "--code",
+            "TAKEN",
+            "--admin-token",
+            ADMIN,
+        ],
+    );
+    assert_ne!(code, 0, "{v}");
+    // ...and the node's database, with its unsent work, is still there.
+    let got = ok(d, &["get", "Note", &uuid]);
+    assert!(got.to_string().contains("local work"), "{got}");
+    let status = ok(d, &["status"]);
+    assert!(
+        status.to_string().contains("KEEP") || status["pending"] == 1,
+        "{status}"
+    );
+}

@@ -76,7 +76,10 @@ impl Engine {
         let ack = p.ack_packet_no as i64;
         if ack > node.sent_packet_no {
             return Err(EngineError::InvalidAck(format!(
-                "ack_packet_no {ack} acknowledges a packet never sent (the server has sent {} to this node)",
+                "ack_packet_no {ack} acknowledges a packet never sent (the server has sent {} to \
+                 this node). If the server was restored from an older backup, this node's \
+                 numbers are ahead of it: register the node again (or attach it with a new \
+                 token) to resume",
                 node.sent_packet_no
             )));
         }

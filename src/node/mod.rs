@@ -261,12 +261,6 @@ impl Node {
                     });
                 }
             }
-            for suffix in ["", "-wal", "-shm"] {
-                let p = dir.join(format!("{DB_FILE}{suffix}"));
-                if p.exists() {
-                    std::fs::remove_file(&p)?;
-                }
-            }
         }
         let transport = transport.unwrap_or_else(|| http_transport(opts.packet_timeout));
         let unreachable = |e: TransportError| match e {
@@ -353,6 +347,16 @@ impl Node {
                 (cfg, status.received_packet_no, status.acked_packet_no)
             }
         };
+        // Only now that the server accepted the registration (or attachment) is the old local
+        // database replaced: a failed `init --force` leaves it untouched.
+        if db.exists() {
+            for suffix in ["", "-wal", "-shm"] {
+                let p = dir.join(format!("{DB_FILE}{suffix}"));
+                if p.exists() {
+                    std::fs::remove_file(&p)?;
+                }
+            }
+        }
         let store = Store::open(&db)?;
         store.initialize(&cfg, sent, received)?;
         restrict_permissions(&db);
