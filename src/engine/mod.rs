@@ -161,6 +161,15 @@ impl Engine {
         result
     }
 
+    /// One trivial query on a pooled connection: can this process reach its database?
+    pub fn check_database(&self) -> EngineResult<()> {
+        self.read(|c| {
+            use diesel::connection::SimpleConnection;
+            c.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+    }
+
     /// Runs `f` on a pooled connection (reads).
     pub(crate) fn read<T>(
         &self,
