@@ -552,6 +552,16 @@ fn main() {
             server.peak_rss_mib(),
             "MiB",
         );
+        // Operators' view with every one of the 1,000 nodes holding all entities pending.
+        let start = Instant::now();
+        let (s, body) = client.get("/api/sync/status", ADMIN);
+        assert_eq!(s, 200, "{body}");
+        r.add(
+            "admin_status_1000_nodes_seconds",
+            "    GET /api/sync/status with 1,000 nodes all behind: seconds",
+            start.elapsed().as_secs_f64(),
+            "s",
+        );
     }
 
     // (3) fan-out and (5) idle latency.

@@ -105,12 +105,14 @@ impl Engine {
     pub fn list_nodes(&self) -> EngineResult<Vec<NodeInfo>> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let mut out = Vec::with_capacity(list.len());
-            for n in list {
-                let pending = super::status::pending_count(c, &n)?;
-                out.push(node_info(n, pending));
-            }
-            Ok(out)
+            let counts = super::status::pending_counts(c, &list)?;
+            Ok(list
+                .into_iter()
+                .map(|n| {
+                    let pending = counts[&n.id];
+                    node_info(n, pending)
+                })
+                .collect())
         })
     }
 

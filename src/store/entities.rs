@@ -111,3 +111,17 @@ pub fn is_pending_in_log(ent: &Entity, node_id: &str, cursor: i64, registered_se
         && ent.holder_node_id.as_deref() != Some(node_id)
         && (!ent.is_deleted || ent.seq > registered_seq)
 }
+
+/// One change-log entry as the pending counts need it: (seq, holder, deleted).
+pub type LogEntry = (i64, Option<String>, bool);
+
+/// The change log in `seq` order after `after_seq`, at most `limit` entries (keyset paging, so
+/// callers can stream a large log in bounded memory).
+pub fn log_page(conn: &mut Conn, after_seq: i64, limit: i64) -> StoreResult<Vec<LogEntry>> {
+    Ok(e::entities
+        .filter(e::seq.gt(after_seq))
+        .order(e::seq.asc())
+        .select((e::seq, e::holder_node_id, e::is_deleted))
+        .limit(limit)
+        .load(conn)?)
+}
