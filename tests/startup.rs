@@ -1,0 +1,94 @@
+//! Starting the server as a user would (PROTOCOL §9): no admin token configured, so one is
+//! generated on first start, stored readable only by its owner, named (never printed) in the
+//! log, and reused on the next start.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+/// Runs `starsync serve` in `dir` without STARSYNC_ADMIN_TOKEN; returns (child, base URL, the
+/// log lines up to "listening").
+fn serve(dir: &std::path::Path) -> (std::process::Child, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STARSYNC_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut base = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(p) = line.find("listening on http://") {
+            base = Some(
+                line[p + 13..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+            seen.push(line);
+            break;
+        }
+        seen.push(line);
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, base.expect("server started"), seen)
+}
+
+fn status_with(base: &str, token: &str) -> u16 {
+    match ureq::get(&format!("{base}/api/sync/status"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn first_start_generates_a_private_admin_token_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base, log) = serve(dir.path());
+    let file = dir.path().join("data/admin_token");
+    let token = std::fs::read_to_string(&file).expect("admin token file created under data/");
+    let token = token.trim().to_string();
+    assert!(token.len() >= 64, "at least 256 random bits in hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "readable only by its owner");
+    }
+    assert!(
+        dir.path().join("data/starsync.db").exists(),
+        "SQLite default under data/"
+    );
+    let log = log.join("\n");
+    assert!(
+        log.contains("data/admin_token"),
+        "the log says where the token is: {log}"
+    );
+    assert!(
+        !log.contains(&token),
+        "the token itself never reaches the log"
+    );
+    assert_eq!(status_with(&base, &token), 200);
+    assert_eq!(status_with(&base, "not-the-token"), 401);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The next start reuses the stored token.
+    let (mut child, base, log) = serve(dir.path());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    assert!(log.join("\n").contains("existing"));
+    assert_eq!(status_with(&base, &token), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
