@@ -92,3 +92,56 @@ fn first_start_generates_a_private_admin_token_and_reuses_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn starsync(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_starsync"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn migrate_runs_the_migrations_alone_and_is_repeatable() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = starsync(dir.path(), &["migrate"], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    }
+    assert!(dir.path().join("data/starsync.db").exists());
+    // The migrated database serves at once: the CLI can register a node on it.
+    let out = starsync(dir.path(), &["--json", "nodes", "register", "D1"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["auth_token"].as_str().unwrap().len() >= 64);
+}
+
+#[test]
+fn an_unknown_database_scheme_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = starsync(
+        dir.path(),
+        &["migrate"],
+        &[("DATABASE_URL", "mysql://u@h/db")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mysql") && err.contains("postgres://"),
+        "{err}"
+    );
+}

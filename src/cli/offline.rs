@@ -7,12 +7,9 @@ use serde_json::json;
 
 use super::CliResult;
 use crate::engine::Engine;
+use crate::node::write_atomic;
+use crate::protocol::files::{is_packet_file, packet_file_name, parse_packet_file_name};
 use crate::protocol::{codec, decode_packet_bytes};
-
-/// `<sender_code>-to-<receiver_code>-<packet_no, 8 digits>.syncpkt`
-pub fn packet_file_name(sender: &str, receiver: &str, packet_no: u64) -> String {
-    format!("{sender}-to-{receiver}-{packet_no:08}.syncpkt")
-}
 
 pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliResult {
     let code = engine.find_node(node)?.code;
@@ -49,13 +46,6 @@ pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliRes
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a packet.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("syncpkt.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Expands directories into their `.syncpkt` files, ordered by (sender, packet_no).
 pub fn collect_packet_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -63,7 +53,7 @@ pub fn collect_packet_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> 
         if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().map(|x| x == "syncpkt").unwrap_or(false))
+                .filter(|f| is_packet_file(f))
                 .collect();
             files.sort_by_key(|f| file_order_key(f));
             out.extend(files);
@@ -74,18 +64,13 @@ pub fn collect_packet_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> 
     Ok(out)
 }
 
-/// Sort key from the file name: (sender part, packet number).
+/// Sort key from the file name: (sender part, packet number), unparsable names last.
 fn file_order_key(path: &Path) -> (String, u64, String) {
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    if let Some((prefix, no)) = name.rsplit_once('-') {
-        if let Ok(n) = no.parse::<u64>() {
-            return (prefix.to_string(), n, name.clone());
-        }
+    let name = path.display().to_string();
+    match parse_packet_file_name(path) {
+        Some((route, no)) => (route, no, name),
+        None => (name.clone(), u64::MAX, name),
     }
-    (name.clone(), 0, name)
 }
 
 pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {

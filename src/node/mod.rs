@@ -37,6 +37,7 @@ use serde_json::Value;
 
 pub use daemon::{DaemonHandle, DaemonOptions};
 pub use events::{ConflictHook, KeepLocal, LocalConflict, LocalDecision, NodeEvent};
+pub(crate) use offline::write_atomic;
 pub use offline::{node_packet_file_name, server_packet_file_name};
 pub use transport::{HttpTransport, Transport, TransportError};
 pub use types::*;

@@ -7,19 +7,21 @@ use std::path::{Path, PathBuf};
 use super::types::{ExportReport, ExportedFile, ImportProgress, ImportReport, ImportedFile};
 use super::{Node, NodeError};
 use crate::protocol::decode_packet_bytes;
+use crate::protocol::files::{is_packet_file, packet_file_name, parse_packet_file_name};
 
 /// `<node_code>-to-<server_code>-<packet_no, 8 digits>.syncpkt`
 pub fn node_packet_file_name(node_code: &str, server_code: &str, packet_no: i64) -> String {
-    format!("{node_code}-to-{server_code}-{packet_no:08}.syncpkt")
+    packet_file_name(node_code, server_code, packet_no as u64)
 }
 
 /// `<server_code>-to-<node_code>-<packet_no, 8 digits>.syncpkt`
 pub fn server_packet_file_name(server_code: &str, node_code: &str, packet_no: i64) -> String {
-    format!("{server_code}-to-{node_code}-{packet_no:08}.syncpkt")
+    packet_file_name(server_code, node_code, packet_no as u64)
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a packet.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a packet file through a temporary file and a rename, so a crash never leaves half a
+/// packet. (The server's `starsync export` writes its files with this too.)
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("syncpkt.tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
@@ -27,8 +29,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The packet number at the end of a file name (`…-00000042.syncpkt` → 42).
 fn packet_no_of(path: &Path) -> Option<u64> {
-    let stem = path.file_stem()?.to_str()?;
-    stem.rsplit_once('-')?.1.parse().ok()
+    parse_packet_file_name(path).map(|(_, no)| no)
 }
 
 impl Node {
@@ -84,7 +85,7 @@ impl Node {
                 for e in entries {
                     let f = e?.path();
                     let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if name.ends_with(".syncpkt") && name.contains(&wanted) {
+                    if is_packet_file(&f) && name.contains(&wanted) {
                         files.push(f);
                     }
                 }

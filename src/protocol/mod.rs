@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod files;
 pub mod packet;
 pub mod validate;
 
