@@ -10,6 +10,7 @@
 //! It prints a table and writes JSON so figures can be compared between commits. The client
 //! pre-encodes node packets before timing (a node gzips on its own machine, not the server's), so
 //! the figures are the server's.
+#![allow(clippy::unwrap_used)] // a benchmark run: a failed step is a failed run
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
@@ -335,16 +336,16 @@ fn read(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
 }
 
 fn now() -> String {
-    starsync::protocol::now_ts()
+    starsync_protocol::now_ts()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    starsync::protocol::codec::gzip_bytes(data)
+    starsync_protocol::codec::gzip_bytes(data)
 }
 
 fn decode(hex_text: &str) -> Value {
     let bytes = hex::decode(hex_text).unwrap();
-    serde_json::from_slice(&starsync::protocol::codec::inflate_limited(&bytes, 1 << 30).unwrap())
+    serde_json::from_slice(&starsync_protocol::codec::inflate_limited(&bytes, 1 << 30).unwrap())
         .unwrap()
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
-use starsync::node::{
+use starsync_node::{
     ConflictHook, ConflictRecord, InitOptions, LocalConflict, LocalDecision, Node, NodeEvent,
 };
 

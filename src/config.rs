@@ -247,7 +247,7 @@ impl Settings {
             ));
         }
         for name in self.conflicts.types.keys() {
-            if !crate::protocol::validate::is_valid_entity_type(name) {
+            if !starsync_protocol::validate::is_valid_entity_type(name) {
                 return Err(ConfigError::Invalid(format!(
                     "[conflicts.types.{name}]: {name:?} is not a valid entity type name"
                 )));

@@ -11,7 +11,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::api;
 use crate::config::Settings;
 use crate::engine::Engine;
-use crate::protocol::api::ErrorBody;
+use starsync_protocol::api::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, parse_json, read_body};
 use crate::engine::{Caller, Engine, EngineError};
-use crate::protocol::api::{ConflictList, ResolveRequest};
 use crate::store::history::HistoryFilter;
+use starsync_protocol::api::{ConflictList, ResolveRequest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/conflicts").route(web::get().to(list)))

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, blocking, parse_json, read_body};
 use crate::engine::Engine;
-use crate::protocol::api::EntityWrite;
+use starsync_protocol::api::EntityWrite;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::engine::EngineError;
-use crate::protocol::api::ErrorBody;
+use starsync_protocol::api::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::ApiResult;
 use super::extract::{admin, blocking};
 use crate::engine::Engine;
-use crate::protocol::api::NodeList;
+use starsync_protocol::api::NodeList;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/nodes").route(web::get().to(list)))

@@ -5,8 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, parse_json, read_body};
 use crate::engine::{Engine, EngineError};
-use crate::protocol::api::{ExchangeRequest, ExchangeResponse, RegisterRequest};
-use crate::protocol::{codec, decode_hex_packet};
+use starsync_protocol::api::{ExchangeRequest, ExchangeResponse, RegisterRequest};
+use starsync_protocol::{codec, decode_hex_packet};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/register").route(web::post().to(register)))

@@ -6,8 +6,8 @@ use clap::Subcommand;
 
 use super::CliResult;
 use crate::engine::{Caller, Engine};
-use crate::protocol::api::{RegisterRequest, ResolveRequest};
 use crate::store::history::HistoryFilter;
+use starsync_protocol::api::{RegisterRequest, ResolveRequest};
 
 #[derive(Debug, Subcommand)]
 pub enum NodesCmd {

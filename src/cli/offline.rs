@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::CliResult;
 use crate::engine::Engine;
-use crate::node::write_atomic;
-use crate::protocol::files::{is_packet_file, packet_file_name, parse_packet_file_name};
-use crate::protocol::{codec, decode_packet_bytes};
+use starsync_protocol::files::write_atomic;
+use starsync_protocol::files::{is_packet_file, packet_file_name, parse_packet_file_name};
+use starsync_protocol::{codec, decode_packet_bytes};
 
 pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliResult {
     let code = engine.find_node(node)?.code;

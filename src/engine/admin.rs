@@ -1,15 +1,15 @@
 //! Administrative operations: registration, node management, conflict resolution and direct
 //! entity writes by the admin.
 
-use crate::protocol::api::{
-    ConflictRow, EntityView, NodeInfo, RegisterRequest, RegisterResponse, ResolveRequest,
-    TokenResponse,
-};
-use crate::protocol::validate::{is_valid_entity_type, is_valid_node_code};
-use crate::protocol::{self, is_canonical_uuid};
 use crate::store::history::HistoryFilter;
 use crate::store::models::{Entity, HistoryRow, Node};
 use crate::store::{entities, history, nodes, queue, Conn};
+use starsync_protocol::api::{
+    ConflictRow, EntityView, NodeInfo, RegisterRequest, RegisterResponse, ResolveRequest,
+    TokenResponse,
+};
+use starsync_protocol::validate::{is_valid_entity_type, is_valid_node_code};
+use starsync_protocol::{self, is_canonical_uuid};
 
 use super::apply::SeqAlloc;
 use super::auth::{new_token, token_hash};
@@ -62,7 +62,7 @@ impl Engine {
                 description: req.description.clone(),
                 token_hash: token_hash(&token),
                 active: true,
-                created_at: protocol::now_ts(),
+                created_at: starsync_protocol::now_ts(),
                 last_sync_in: None,
                 last_sync_out: None,
                 received_packet_no: 0,
@@ -186,7 +186,7 @@ impl Engine {
                         .into(),
                 )),
             };
-        let now = protocol::now_ts();
+        let now = starsync_protocol::now_ts();
         let view = self.write(|c| {
             let row = history::get(c, id)?
                 .ok_or_else(|| EngineError::NotFound(format!("no conflict {id:?}")))?;
@@ -257,7 +257,7 @@ impl Engine {
             }
             None => None,
         };
-        let now = protocol::now_ts();
+        let now = starsync_protocol::now_ts();
         let view = self.write(|c| {
             if data.is_none() {
                 match entities::get(c, entity_type, uuid)? {

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::config::{Strategy, TypeRules};
-use crate::protocol::api::ConflictReport;
-use crate::protocol::{self, Change, ChangeRejection, Operation};
 use crate::store::models::{Entity, HistoryRow, QueueRow};
 use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
+use starsync_protocol::api::ConflictReport;
+use starsync_protocol::{self, Change, ChangeRejection, Operation};
 
 /// Hands out global sequence numbers inside one write transaction; the counter row is written
 /// back once at the end ([`SeqAlloc::finish`]).
@@ -196,7 +196,7 @@ impl<'a> ApplyCtx<'a> {
     }
 }
 
-/// Applies a change that passed [`protocol::validate_change`]. Rejections are per change;
+/// Applies a change that passed [`starsync_protocol::validate_change`]. Rejections are per change;
 /// store errors abort the whole packet.
 pub fn apply_change(
     conn: &mut Conn,
@@ -215,8 +215,8 @@ pub fn apply_change(
             ),
         )));
     }
-    let updated_at = protocol::parse_ts(&c.updated_at)
-        .map(protocol::format_ts)
+    let updated_at = starsync_protocol::parse_ts(&c.updated_at)
+        .map(starsync_protocol::format_ts)
         .unwrap_or_else(|| ctx.now.to_string());
     let mut base = c.base_version.unwrap_or(0) as i64;
     let existing = ctx.get(conn, &c.entity_type, &c.entity_uuid)?;
@@ -320,8 +320,8 @@ pub fn apply_change(
         Strategy::ServerWins | Strategy::Manual => false,
         Strategy::ClientWins => true,
         Strategy::TimestampWins => {
-            let theirs = protocol::parse_ts(&updated_at);
-            let ours = protocol::parse_ts(&e.updated_at);
+            let theirs = starsync_protocol::parse_ts(&updated_at);
+            let ours = starsync_protocol::parse_ts(&e.updated_at);
             matches!((theirs, ours), (Some(t), Some(o)) if t > o)
         }
     };

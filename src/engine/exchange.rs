@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use crate::protocol::api::{ChangeError, ConflictReport};
-use crate::protocol::{self, schema_major, validate_change, Packet};
 use crate::store::models::{InPacketReport, Node};
 use crate::store::{nodes, queue, Conn};
+use starsync_protocol::api::{ChangeError, ConflictReport};
+use starsync_protocol::{self, schema_major, validate_change, Packet};
 
 use super::apply::{apply_change, Applied, ApplyCtx, SeqAlloc};
 use super::{outbound, Engine, EngineError, EngineResult};
@@ -171,7 +171,7 @@ impl Engine {
     pub fn exchange(&self, caller: &Node, packet: Packet) -> EngineResult<ExchangeOutcome> {
         let started = Instant::now();
         self.check_packet_header(caller, &packet)?;
-        let now = protocol::now_ts();
+        let now = starsync_protocol::now_ts();
         let (report, answer, node) = self.write(|conn| {
             let mut node = self.reload_active(conn, &caller.id)?;
             let mut seq = SeqAlloc::begin(conn)?;
@@ -228,7 +228,7 @@ impl Engine {
             )));
         }
         self.check_packet_header(&node, &packet)?;
-        let now = protocol::now_ts();
+        let now = starsync_protocol::now_ts();
         let report = self.write(|conn| {
             let mut node = self.reload_active(conn, &node.id)?;
             let mut seq = SeqAlloc::begin(conn)?;
@@ -251,7 +251,7 @@ impl Engine {
 
     /// Builds the next hub packet for a node without receiving one (offline export).
     pub fn export_packet(&self, code: &str) -> EngineResult<(Node, Packet)> {
-        let now = protocol::now_ts();
+        let now = starsync_protocol::now_ts();
         self.write(|conn| {
             let mut node = nodes::by_code(conn, code)?
                 .ok_or_else(|| EngineError::NotFound(format!("no node with code {code:?}")))?;

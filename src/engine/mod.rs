@@ -66,10 +66,10 @@ impl From<r2d2::Error> for EngineError {
     }
 }
 
-impl From<crate::protocol::CodecError> for EngineError {
-    fn from(e: crate::protocol::CodecError) -> Self {
+impl From<starsync_protocol::CodecError> for EngineError {
+    fn from(e: starsync_protocol::CodecError) -> Self {
         match e {
-            crate::protocol::CodecError::TooLarge { .. } => {
+            starsync_protocol::CodecError::TooLarge { .. } => {
                 EngineError::PacketTooLarge(e.to_string())
             }
             other => EngineError::InvalidPacket(other.to_string()),

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use crate::protocol::{self, Change, Packet, PACKET_FORMAT};
 use crate::store::models::{Entity, Node, OutPacket};
 use crate::store::{entities, queue, Conn, StoreError, StoreResult};
+use starsync_protocol::{self, Change, Packet, PACKET_FORMAT};
 
 /// The entries a packet will carry, and what acknowledging it settles.
 pub struct Selection {
@@ -132,11 +132,11 @@ pub fn build_packet(
 /// The change a node receives for an entity's current state.
 fn to_change(e: Entity, cursor: i64) -> StoreResult<Change> {
     let operation = if e.is_deleted {
-        protocol::Operation::Delete
+        starsync_protocol::Operation::Delete
     } else if e.created_seq > cursor {
-        protocol::Operation::Insert
+        starsync_protocol::Operation::Insert
     } else {
-        protocol::Operation::Update
+        starsync_protocol::Operation::Update
     };
     let data = if e.is_deleted {
         None

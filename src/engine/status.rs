@@ -2,10 +2,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::protocol;
-use crate::protocol::api::{NodeStatus, PendingCount, ServerStatus};
 use crate::store::models::Node;
 use crate::store::{entities, history, nodes, queue, Conn, StoreResult};
+use starsync_protocol;
+use starsync_protocol::api::{NodeStatus, PendingCount, ServerStatus};
 
 use super::{Caller, Engine, EngineError, EngineResult};
 
@@ -134,7 +134,7 @@ impl Engine {
                 entities: entities::count_live(c)?,
                 unresolved_conflicts: history::count_unresolved(c, None)?,
                 pending_counts,
-                timestamp: protocol::now_ts(),
+                timestamp: starsync_protocol::now_ts(),
             })
         })
     }

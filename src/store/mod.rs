@@ -303,7 +303,7 @@ pub fn server_identity(conn: &mut Conn) -> StoreResult<models::ServerState> {
         server_node_id: uuid::Uuid::new_v4().to_string(),
         code: "server".into(),
         last_seq: 0,
-        created_at: crate::protocol::now_ts(),
+        created_at: starsync_protocol::now_ts(),
     };
     // Two processes starting on a new database may both try; the loser reads the winner's row.
     let _ = diesel::insert_into(s::server_state)

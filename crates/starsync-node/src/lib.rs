@@ -1,0 +1,761 @@
+//! The node client: what a desktop program embeds (or runs beside itself, as `starsync-node`)
+//! to work offline and stay in sync with a starsync server (PROTOCOL.md §8).
+//!
+//! A [`Node`] owns a local SQLite database (its credentials, local entities, the outbox of
+//! changes on their way, the numbered packets kept until acknowledged, counters, reported
+//! conflicts). Local reads and writes never touch the network; [`Node::sync`] exchanges packets
+//! with the server until neither side has more. A UI subscribes to [`NodeEvent`]s and may plug
+//! in a [`ConflictHook`]. See `docs/node.md` and `examples/desktop_node.rs`.
+//!
+//! ```no_run
+//! use starsync_node::{InitOptions, Node};
+//! let node = Node::init("/tmp/my-node", InitOptions::register("http://127.0.0.1:8080", "DESKTOP-1")
+//!     .admin_token("…"))?;
+//! let (uuid, _) = node.create("Estimate", &serde_json::json!({"name": "Roof"}))?;
+//! let report = node.sync()?;
+//! println!("{uuid}: sent {}, received {}", report.sent, report.received);
+//! # Ok::<(), starsync_node::NodeError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod daemon;
+pub mod events;
+mod offline;
+pub mod schema;
+pub mod store;
+mod sync;
+pub mod transport;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde_json::Value;
+
+pub use daemon::{DaemonHandle, DaemonOptions, DaemonTick};
+pub use events::{ConflictHook, KeepLocal, LocalConflict, LocalDecision, NodeEvent};
+
+pub use offline::{node_packet_file_name, server_packet_file_name};
+pub use transport::{HttpTransport, Transport, TransportError};
+pub use types::*;
+
+use events::Subscribers;
+use starsync_protocol::api::{ConflictRow, RegisterRequest};
+use starsync_protocol::validate::{is_valid_entity_type, is_valid_node_code};
+use starsync_protocol::{self, is_canonical_uuid};
+use store::{ConfigRow, LocalOp, Store};
+
+/// Name of the database file inside a node's data directory.
+pub const DB_FILE: &str = "node.db";
+
+/// Defaults that match the server's `[sync]` section (config/default.toml).
+pub const DEFAULT_PACKET_TIMEOUT: i64 = 30;
+pub const DEFAULT_MAX_RETRIES: i64 = 3;
+pub const DEFAULT_BATCH_SIZE: i64 = 100;
+pub const DEFAULT_MAX_PACKET_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Everything that can go wrong in the node. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(
+        "no node is set up in {dir}: run `starsync-node init --server URL --code CODE` first \
+         (or pass the right --data-dir)"
+    )]
+    NotInitialized { dir: PathBuf },
+    #[error(
+        "a node ({code}) is already set up in {dir}; use another --data-dir, or `init --force` \
+         to discard it (unsynced changes are lost)"
+    )]
+    AlreadyInitialized { dir: PathBuf, code: String },
+    #[error("cannot open the node database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("local database error: {0}")]
+    Db(#[from] diesel::result::Error),
+    #[error(
+        "server {url} is unreachable: {message} (nothing is lost; sync again when it is back)"
+    )]
+    Unreachable { url: String, message: String },
+    #[error("the server refused: {message} ({status} {code})")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl NodeError {
+    /// True when trying again later may succeed without changing anything (network trouble).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, NodeError::Unreachable { .. })
+    }
+}
+
+/// How to set up a node: register it, or attach to an existing registration.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub server_url: String,
+    pub code: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Admin token for registration (not needed when the server runs open registration).
+    pub admin_token: Option<String>,
+    /// Attach to an existing registration: (node id, node token).
+    pub attach: Option<(String, String)>,
+    /// The server's node id (needed to attach without an admin token).
+    pub server_node_id: Option<String>,
+    /// Application schema version this node speaks (default: what the server says, or 1.0.0).
+    pub schema_version: Option<String>,
+    pub packet_timeout: i64,
+    pub max_retries: i64,
+    pub batch_size: i64,
+    /// Replace an existing node in the same directory (its unsynced changes are lost).
+    pub force: bool,
+}
+
+impl InitOptions {
+    /// Register a new node with this code.
+    pub fn register(server_url: &str, code: &str) -> InitOptions {
+        InitOptions {
+            server_url: server_url.to_string(),
+            code: code.to_string(),
+            name: None,
+            description: None,
+            admin_token: None,
+            attach: None,
+            server_node_id: None,
+            schema_version: None,
+            packet_timeout: DEFAULT_PACKET_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            batch_size: DEFAULT_BATCH_SIZE,
+            force: false,
+        }
+    }
+
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_string());
+        self
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+}
+
+/// Tuning that is not stored in the database (mostly for tests and embedding programs).
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// First delay between immediate retries of one exchange; doubles up to `retry_max_delay`.
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            retry_base_delay: Duration::from_millis(500),
+            retry_max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+/// A handle on one node. Cheap to clone; every clone is the same node (share it between a UI
+/// thread and a sync thread).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: Store,
+    transport: Arc<dyn Transport>,
+    options: NodeOptions,
+    hook: RwLock<Arc<dyn ConflictHook>>,
+    events: Subscribers,
+    /// One sync at a time; local writes do not wait for it.
+    sync_lock: Mutex<()>,
+    /// Bumped by every local write; the daemon waits on it.
+    writes: Mutex<u64>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+impl Node {
+    /// The per-user default data directory (`~/.local/share/starsync-node` on Linux,
+    /// `~/Library/Application Support/starsync-node` on macOS, `%APPDATA%\starsync-node`).
+    pub fn default_data_dir() -> PathBuf {
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("starsync-node")
+    }
+
+    /// Opens a node set up earlier with [`Node::init`], talking HTTP to its server.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Node, NodeError> {
+        Self::open_with(dir, None, NodeOptions::default())
+    }
+
+    /// Opens a node with a custom transport (None: HTTP with the stored `packet_timeout`).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        transport: Option<Arc<dyn Transport>>,
+        options: NodeOptions,
+    ) -> Result<Node, NodeError> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = dir.join(DB_FILE);
+        if !db.exists() {
+            return Err(NodeError::NotInitialized { dir });
+        }
+        let store = Store::open(&db)?;
+        let cfg = store
+            .config()?
+            .ok_or_else(|| NodeError::NotInitialized { dir: dir.clone() })?;
+        let transport = transport.unwrap_or_else(|| http_transport(cfg.packet_timeout));
+        Ok(Self::from_parts(dir, store, transport, options))
+    }
+
+    /// Sets up a node in `dir`: registers it with the server (or attaches to an existing
+    /// registration) and stores what it needs. Needs the server once; everything after works
+    /// offline.
+    pub fn init(dir: impl AsRef<Path>, opts: InitOptions) -> Result<Node, NodeError> {
+        Self::init_with(dir, opts, None, NodeOptions::default())
+    }
+
+    pub fn init_with(
+        dir: impl AsRef<Path>,
+        opts: InitOptions,
+        transport: Option<Arc<dyn Transport>>,
+        options: NodeOptions,
+    ) -> Result<Node, NodeError> {
+        let dir = dir.as_ref().to_path_buf();
+        let server_url = normalize_url(&opts.server_url)?;
+        if !is_valid_node_code(&opts.code) {
+            return Err(NodeError::Invalid(format!(
+                "--code {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                opts.code
+            )));
+        }
+        if opts.packet_timeout < 1 || opts.batch_size < 1 || opts.max_retries < 0 {
+            return Err(NodeError::Invalid(
+                "packet timeout and batch size must be at least 1, max retries at least 0".into(),
+            ));
+        }
+        let db = dir.join(DB_FILE);
+        if db.exists() {
+            let existing = Store::open(&db)?.config()?;
+            if let Some(cfg) = existing {
+                if !opts.force {
+                    return Err(NodeError::AlreadyInitialized {
+                        dir,
+                        code: cfg.code,
+                    });
+                }
+            }
+        }
+        let transport = transport.unwrap_or_else(|| http_transport(opts.packet_timeout));
+        let unreachable = |e: TransportError| match e {
+            TransportError::Network(m) => NodeError::Unreachable {
+                url: server_url.clone(),
+                message: m,
+            },
+            TransportError::Http { status, body } => NodeError::Rejected {
+                status,
+                message: init_hint(&body.error, &body.message, &opts.code),
+                code: body.error,
+            },
+        };
+        let now = starsync_protocol::now_ts();
+        let (cfg, sent, received) = match &opts.attach {
+            None => {
+                let resp = transport
+                    .register(
+                        &server_url,
+                        opts.admin_token.as_deref(),
+                        &RegisterRequest {
+                            code: opts.code.clone(),
+                            name: opts.name.clone(),
+                            description: opts.description.clone(),
+                        },
+                    )
+                    .map_err(unreachable)?;
+                let cfg = ConfigRow {
+                    id: 1,
+                    server_url: server_url.clone(),
+                    node_id: resp.node_id,
+                    auth_token: resp.auth_token,
+                    server_node_id: resp.server_node_id,
+                    server_code: "server".into(),
+                    code: opts.code.clone(),
+                    name: opts.name.clone().unwrap_or_else(|| opts.code.clone()),
+                    schema_version: opts.schema_version.clone().unwrap_or(resp.schema_version),
+                    packet_timeout: opts.packet_timeout,
+                    max_retries: opts.max_retries,
+                    batch_size: opts.batch_size,
+                    max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+                    created_at: now,
+                };
+                (cfg, 0, 0)
+            }
+            Some((node_id, token)) => {
+                let status = transport
+                    .node_status(&server_url, token, node_id)
+                    .map_err(unreachable)?;
+                let server_node_id =
+                    match (&opts.server_node_id, &opts.admin_token) {
+                        (Some(id), _) => id.clone(),
+                        (None, Some(admin)) => {
+                            transport
+                                .server_status(&server_url, admin)
+                                .map_err(unreachable)?
+                                .server_node_id
+                        }
+                        (None, None) => return Err(NodeError::Invalid(
+                            "attaching needs the server's node id: pass --server-node-id (shown \
+                             by `starsync status` on the server) or --admin-token"
+                                .into(),
+                        )),
+                    };
+                let cfg = ConfigRow {
+                    id: 1,
+                    server_url: server_url.clone(),
+                    node_id: node_id.clone(),
+                    auth_token: token.clone(),
+                    server_node_id,
+                    server_code: "server".into(),
+                    code: status.node_code.clone(),
+                    name: opts.name.clone().unwrap_or(status.node_name.clone()),
+                    schema_version: opts
+                        .schema_version
+                        .clone()
+                        .unwrap_or_else(|| "1.0.0".into()),
+                    packet_timeout: opts.packet_timeout,
+                    max_retries: opts.max_retries,
+                    batch_size: opts.batch_size,
+                    max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+                    created_at: now,
+                };
+                (cfg, status.received_packet_no, status.acked_packet_no)
+            }
+        };
+        // Only now that the server accepted the registration (or attachment) is the old local
+        // database replaced: a failed `init --force` leaves it untouched.
+        if db.exists() {
+            for suffix in ["", "-wal", "-shm"] {
+                let p = dir.join(format!("{DB_FILE}{suffix}"));
+                if p.exists() {
+                    std::fs::remove_file(&p)?;
+                }
+            }
+        }
+        let store = Store::open(&db)?;
+        store.initialize(&cfg, sent, received)?;
+        restrict_permissions(&db);
+        Ok(Self::from_parts(dir, store, transport, options))
+    }
+
+    fn from_parts(
+        dir: PathBuf,
+        store: Store,
+        transport: Arc<dyn Transport>,
+        options: NodeOptions,
+    ) -> Node {
+        Node {
+            inner: Arc::new(Inner {
+                dir,
+                store,
+                transport,
+                options,
+                hook: RwLock::new(Arc::new(KeepLocal)),
+                events: Subscribers::default(),
+                sync_lock: Mutex::new(()),
+                writes: Mutex::new(0),
+                wake: Condvar::new(),
+                stop: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn config(&self) -> Result<ConfigRow, NodeError> {
+        self.inner
+            .store
+            .config()?
+            .ok_or_else(|| NodeError::NotInitialized {
+                dir: self.inner.dir.clone(),
+            })
+    }
+
+    /// Who this node is and where its server is (never the token).
+    pub fn info(&self) -> Result<NodeInfo, NodeError> {
+        let c = self.config()?;
+        Ok(NodeInfo {
+            data_dir: self.inner.dir.display().to_string(),
+            server_url: c.server_url,
+            node_id: c.node_id,
+            code: c.code,
+            name: c.name,
+            server_node_id: c.server_node_id,
+            server_code: c.server_code,
+            schema_version: c.schema_version,
+            packet_timeout: c.packet_timeout,
+            max_retries: c.max_retries,
+            batch_size: c.batch_size,
+            max_packet_bytes: c.max_packet_bytes,
+            created_at: c.created_at,
+        })
+    }
+
+    /// Changes one stored setting: `server_url`, `packet_timeout`, `max_retries`,
+    /// `batch_size`, `max_packet_bytes`, `schema_version`, `name`. A new timeout applies the
+    /// next time the node is opened.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<NodeInfo, NodeError> {
+        let mut c = self.config()?;
+        let num = |min: i64| -> Result<i64, NodeError> {
+            value
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| NodeError::Invalid(format!("{key} must be a whole number >= {min}")))
+        };
+        match key {
+            "server_url" | "server" => c.server_url = normalize_url(value)?,
+            "packet_timeout" => c.packet_timeout = num(1)?,
+            "max_retries" => c.max_retries = num(0)?,
+            "batch_size" => c.batch_size = num(1)?,
+            "max_packet_bytes" => c.max_packet_bytes = num(1024)?,
+            "schema_version" => c.schema_version = value.trim().to_string(),
+            "name" => c.name = value.trim().to_string(),
+            _ => {
+                return Err(NodeError::Invalid(format!(
+                    "unknown setting {key:?}; settings are server_url, packet_timeout, \
+                     max_retries, batch_size, max_packet_bytes, schema_version, name"
+                )))
+            }
+        }
+        self.inner.store.save_config(&c)?;
+        self.info()
+    }
+
+    // ---- local reads and writes ----
+
+    /// Creates or replaces an entity locally and queues the change (one transaction).
+    pub fn put(
+        &self,
+        entity_type: &str,
+        entity_uuid: &str,
+        data: &Value,
+    ) -> Result<QueuedChange, NodeError> {
+        check_key(entity_type, entity_uuid)?;
+        if !data.is_object() {
+            return Err(NodeError::Invalid(
+                "entity data must be a JSON object, like {\"name\": \"Roof\"}".into(),
+            ));
+        }
+        let q = self
+            .inner
+            .store
+            .local_write(entity_type, entity_uuid, LocalOp::Put(data.to_string()))?
+            .expect("a put always queues a change");
+        self.after_write();
+        Ok(q)
+    }
+
+    /// Creates an entity with a new random uuid; returns the uuid.
+    pub fn create(
+        &self,
+        entity_type: &str,
+        data: &Value,
+    ) -> Result<(String, QueuedChange), NodeError> {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let q = self.put(entity_type, &uuid, data)?;
+        Ok((uuid, q))
+    }
+
+    /// Deletes an entity locally and queues the delete. `Ok(None)` when it was already deleted.
+    pub fn delete(
+        &self,
+        entity_type: &str,
+        entity_uuid: &str,
+    ) -> Result<Option<QueuedChange>, NodeError> {
+        check_key(entity_type, entity_uuid)?;
+        let q = self
+            .inner
+            .store
+            .local_write(entity_type, entity_uuid, LocalOp::Delete)?;
+        if q.is_some() {
+            self.after_write();
+        }
+        Ok(q)
+    }
+
+    /// Queues a raw change exactly as given (for scripts and tests): the operation and data are
+    /// not checked here, so the server's per-change rules can be exercised. The local entity
+    /// follows when the change is well-formed.
+    pub fn queue_raw(
+        &self,
+        entity_uuid: &str,
+        entity_type: &str,
+        operation: &str,
+        data: Value,
+    ) -> Result<QueuedChange, NodeError> {
+        let operation = operation.trim().to_ascii_uppercase();
+        if operation.is_empty() {
+            return Err(NodeError::Invalid(
+                "the action must be INSERT, UPDATE or DELETE".into(),
+            ));
+        }
+        let well_formed = check_key(entity_type, entity_uuid).is_ok()
+            && match operation.as_str() {
+                "DELETE" => true,
+                "INSERT" | "UPDATE" => data.is_object(),
+                _ => false,
+            };
+        let data = if data.is_null() {
+            None
+        } else {
+            Some(data.to_string())
+        };
+        let q = self
+            .inner
+            .store
+            .local_write(
+                entity_type,
+                entity_uuid,
+                LocalOp::Raw {
+                    operation,
+                    data,
+                    apply_locally: well_formed,
+                },
+            )?
+            .expect("a raw change always queues");
+        self.after_write();
+        Ok(q)
+    }
+
+    /// One local entity (deleted ones too, flagged).
+    pub fn get(&self, entity_type: &str, entity_uuid: &str) -> Result<Option<Entity>, NodeError> {
+        self.inner.store.get_entity(entity_type, entity_uuid)
+    }
+
+    /// Every live local entity of a type, ordered by uuid.
+    pub fn list(&self, entity_type: &str) -> Result<Vec<Entity>, NodeError> {
+        self.inner
+            .store
+            .list_entities(entity_type, false, None, None)
+    }
+
+    /// A page of a type's entities (uuid > `after`), for big sets; `include_deleted` adds
+    /// tombstones.
+    pub fn list_page(
+        &self,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: i64,
+        include_deleted: bool,
+    ) -> Result<Vec<Entity>, NodeError> {
+        self.inner
+            .store
+            .list_entities(entity_type, include_deleted, after, Some(limit))
+    }
+
+    /// Entity types this node holds.
+    pub fn entity_types(&self) -> Result<Vec<String>, NodeError> {
+        self.inner.store.entity_types()
+    }
+
+    fn after_write(&self) {
+        {
+            let mut n = self.inner.writes.lock();
+            *n += 1;
+        }
+        self.inner.wake.notify_all();
+        if self.inner.events.has_subscribers() {
+            if let Ok(s) = self.status() {
+                self.inner.events.emit(NodeEvent::StatusChanged(s));
+            }
+        }
+    }
+
+    // ---- status, failed, conflicts ----
+
+    pub fn status(&self) -> Result<Status, NodeError> {
+        self.inner.store.status()
+    }
+
+    /// Changes the server rejected, with its message.
+    pub fn failed(&self) -> Result<Vec<FailedChange>, NodeError> {
+        self.inner.store.failed()
+    }
+
+    /// Queues a failed change again (by outbox id or change id).
+    pub fn retry_failed(&self, key: &str) -> Result<QueuedChange, NodeError> {
+        let q = self.inner.store.retry_failed(key)?;
+        self.after_write();
+        Ok(q)
+    }
+
+    /// Discards a failed change; the local entity returns to the last known server state.
+    pub fn drop_failed(&self, key: &str) -> Result<FailedChange, NodeError> {
+        let f = self.inner.store.drop_failed(key)?;
+        self.emit_status();
+        Ok(f)
+    }
+
+    /// Conflicts the server reported for this node's changes, newest first.
+    pub fn conflicts(&self) -> Result<Vec<ConflictRecord>, NodeError> {
+        self.inner.store.conflicts()
+    }
+
+    /// This node's conflicts as the server's history shows them (needs the server).
+    pub fn server_conflicts(&self) -> Result<Vec<ConflictRow>, NodeError> {
+        let c = self.config()?;
+        self.inner
+            .transport
+            .conflicts(&c.server_url, &c.auth_token, &c.node_id)
+            .map(|l| l.conflicts)
+            .map_err(|e| transport_error(&c.server_url, e))
+    }
+
+    // ---- events and hooks ----
+
+    /// A channel of [`NodeEvent`]s; drop the receiver to unsubscribe.
+    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Replaces the conflict hook (default: [`KeepLocal`]).
+    pub fn set_conflict_hook(&self, hook: Arc<dyn ConflictHook>) {
+        *self.inner.hook.write() = hook;
+    }
+
+    fn emit_status(&self) {
+        if self.inner.events.has_subscribers() {
+            if let Ok(s) = self.status() {
+                self.inner.events.emit(NodeEvent::StatusChanged(s));
+            }
+        }
+    }
+
+    /// Asks a running sync or daemon to stop at the next safe point (between exchanges, or
+    /// during a retry wait). Everything already done stays done.
+    pub fn request_stop(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        let _guard = self.inner.writes.lock();
+        self.inner.wake.notify_all();
+    }
+
+    /// Clears a stop request so the node can sync again.
+    pub fn clear_stop(&self) {
+        self.inner.stop.store(false, Ordering::SeqCst);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.inner.stop.load(Ordering::SeqCst)
+    }
+}
+
+fn http_transport(packet_timeout: i64) -> Arc<dyn Transport> {
+    Arc::new(HttpTransport::new(Duration::from_secs(
+        packet_timeout.max(1) as u64,
+    )))
+}
+
+fn normalize_url(url: &str) -> Result<String, NodeError> {
+    let u = url.trim().trim_end_matches('/');
+    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+        return Err(NodeError::Invalid(format!(
+            "server URL {url:?} must look like http://host:port"
+        )));
+    }
+    Ok(u.to_string())
+}
+
+fn check_key(entity_type: &str, entity_uuid: &str) -> Result<(), NodeError> {
+    if !is_valid_entity_type(entity_type) {
+        return Err(NodeError::Invalid(format!(
+            "entity type {entity_type:?} must match ^[A-Za-z][A-Za-z0-9_]{{0,63}}$"
+        )));
+    }
+    if !is_canonical_uuid(entity_uuid) {
+        return Err(NodeError::Invalid(format!(
+            "{entity_uuid:?} is not a lowercase hyphenated UUID (like {})",
+            uuid::Uuid::new_v4()
+        )));
+    }
+    Ok(())
+}
+
+fn init_hint(code: &str, message: &str, node_code: &str) -> String {
+    match code {
+        "unauthorized" => format!(
+            "{message}: registration needs the admin token (--admin-token or \
+             STARSYNC_ADMIN_TOKEN), unless the server runs with open registration"
+        ),
+        "code_taken" => format!(
+            "{message}: choose another --code, or attach to the existing registration of \
+             {node_code} with --node-id and --token"
+        ),
+        _ => message.to_string(),
+    }
+}
+
+/// Maps a transport error of an exchange-less call.
+pub(crate) fn transport_error(url: &str, e: TransportError) -> NodeError {
+    match e {
+        TransportError::Network(m) => NodeError::Unreachable {
+            url: url.to_string(),
+            message: m,
+        },
+        TransportError::Http { status, body } => NodeError::Rejected {
+            status,
+            message: rejection_hint(&body.error, &body.message),
+            code: body.error,
+        },
+    }
+}
+
+/// Adds the fix to the server's message for the errors a node can meet.
+pub(crate) fn rejection_hint(code: &str, message: &str) -> String {
+    match code {
+        "unauthorized" => format!(
+            "{message}; the node's token was refused (node disabled or token rotated): ask the \
+             admin to enable the node, or re-attach with `starsync-node init --force --node-id \
+             ID --token NEW_TOKEN`"
+        ),
+        "schema_mismatch" => format!(
+            "{message}; set the node's schema with `starsync-node config schema_version X.Y.Z` \
+             after upgrading the application"
+        ),
+        "packet_too_large" => format!(
+            "{message}; lower the node's batch size with `starsync-node config batch_size N`"
+        ),
+        _ => message.to_string(),
+    }
+}
+
+/// The database holds the node's token: keep it private to its owner.
+fn restrict_permissions(db: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(db, std::fs::Permissions::from_mode(0o600));
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+}

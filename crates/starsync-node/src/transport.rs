@@ -1,0 +1,219 @@
+//! How a node talks to its server. A trait, so a desktop program can route the calls through its
+//! own HTTP stack and tests can inject faults (dropped requests, dropped answers, replays, a
+//! server that moved to another port); [`HttpTransport`] is the real thing over `ureq`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use starsync_protocol::api::{
+    ConflictList, ErrorBody, ExchangeRequest, ExchangeResponse, NodeStatus, RegisterRequest,
+    RegisterResponse, ServerStatus,
+};
+
+/// Why a call did not produce an answer.
+#[derive(Debug, Clone)]
+pub enum TransportError {
+    /// The server could not be reached or did not answer in time, or answered with a transient
+    /// error (5xx, 429). Retried; nothing was lost.
+    Network(String),
+    /// The server answered with an error body (4xx).
+    Http { status: u16, body: ErrorBody },
+}
+
+impl TransportError {
+    pub fn is_network(&self) -> bool {
+        matches!(self, TransportError::Network(_))
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Network(m) => write!(f, "{m}"),
+            TransportError::Http { status, body } => {
+                write!(f, "HTTP {status} {}: {}", body.error, body.message)
+            }
+        }
+    }
+}
+
+/// The server calls a node makes. `server` is the base URL stored in the node's configuration
+/// (`http://host:port`, no trailing slash); an implementation may route it elsewhere.
+pub trait Transport: Send + Sync {
+    /// `POST /api/sync/register` (with the admin token unless the server runs open registration).
+    fn register(
+        &self,
+        server: &str,
+        admin_token: Option<&str>,
+        req: &RegisterRequest,
+    ) -> Result<RegisterResponse, TransportError>;
+
+    /// `POST /api/sync/exchange`: one packet each way.
+    fn exchange(
+        &self,
+        server: &str,
+        token: &str,
+        req: &ExchangeRequest,
+    ) -> Result<ExchangeResponse, TransportError>;
+
+    /// `GET /api/sync/status/{node_id}` with the node's own token.
+    fn node_status(
+        &self,
+        server: &str,
+        token: &str,
+        node_id: &str,
+    ) -> Result<NodeStatus, TransportError>;
+
+    /// `GET /api/sync/status` with the admin token (used to learn the server's node id).
+    fn server_status(
+        &self,
+        server: &str,
+        admin_token: &str,
+    ) -> Result<ServerStatus, TransportError>;
+
+    /// `GET /api/sync/conflicts?node_id=…` with the node's own token.
+    fn conflicts(
+        &self,
+        server: &str,
+        token: &str,
+        node_id: &str,
+    ) -> Result<ConflictList, TransportError>;
+
+    /// `GET /health`: a cheap probe while backing off.
+    fn health(&self, server: &str) -> Result<(), TransportError>;
+}
+
+/// HTTP over `ureq`, every call bounded by the node's `packet_timeout`.
+pub struct HttpTransport {
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    /// `timeout` bounds a whole call (connect, send, answer), like `sync.packet_timeout`.
+    pub fn new(timeout: Duration) -> HttpTransport {
+        HttpTransport {
+            agent: ureq::AgentBuilder::new()
+                .timeout(timeout)
+                .timeout_connect(timeout.min(Duration::from_secs(10)))
+                .user_agent(concat!("starsync-node/", env!("CARGO_PKG_VERSION")))
+                .build(),
+        }
+    }
+
+    fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: ureq::Request,
+        body: Option<&[u8]>,
+    ) -> Result<T, TransportError> {
+        let result = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
+            None => req.call(),
+        };
+        match result {
+            // Read through the stream: `into_string` caps bodies at 10 MB, packets may be larger.
+            Ok(resp) => serde_json::from_reader(resp.into_reader()).map_err(|e| {
+                TransportError::Network(format!(
+                    "the server's answer is not the expected JSON: {e}"
+                ))
+            }),
+            Err(ureq::Error::Status(status, resp)) => {
+                let mut text = String::new();
+                let _ = resp.into_reader().take(1 << 20).read_to_string(&mut text);
+                let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
+                    error: format!("http_{status}"),
+                    message: text.chars().take(300).collect(),
+                    expected_packet_no: None,
+                });
+                if status >= 500 || status == 429 {
+                    Err(TransportError::Network(format!(
+                        "server answered {status} {}: {}",
+                        body.error, body.message
+                    )))
+                } else {
+                    Err(TransportError::Http { status, body })
+                }
+            }
+            Err(ureq::Error::Transport(t)) => Err(TransportError::Network(t.to_string())),
+        }
+    }
+
+    fn bearer(req: ureq::Request, token: &str) -> ureq::Request {
+        req.set("Authorization", &format!("Bearer {token}"))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn register(
+        &self,
+        server: &str,
+        admin_token: Option<&str>,
+        req: &RegisterRequest,
+    ) -> Result<RegisterResponse, TransportError> {
+        let mut r = self.agent.post(&format!("{server}/api/sync/register"));
+        if let Some(t) = admin_token {
+            r = Self::bearer(r, t);
+        }
+        let body = serde_json::to_vec(req).expect("serializing a request cannot fail");
+        self.send(r, Some(&body))
+    }
+
+    fn exchange(
+        &self,
+        server: &str,
+        token: &str,
+        req: &ExchangeRequest,
+    ) -> Result<ExchangeResponse, TransportError> {
+        let r = Self::bearer(
+            self.agent.post(&format!("{server}/api/sync/exchange")),
+            token,
+        );
+        let body = serde_json::to_vec(req).expect("serializing a request cannot fail");
+        self.send(r, Some(&body))
+    }
+
+    fn node_status(
+        &self,
+        server: &str,
+        token: &str,
+        node_id: &str,
+    ) -> Result<NodeStatus, TransportError> {
+        let r = Self::bearer(
+            self.agent
+                .get(&format!("{server}/api/sync/status/{node_id}")),
+            token,
+        );
+        self.send(r, None)
+    }
+
+    fn server_status(
+        &self,
+        server: &str,
+        admin_token: &str,
+    ) -> Result<ServerStatus, TransportError> {
+        let r = Self::bearer(
+            self.agent.get(&format!("{server}/api/sync/status")),
+            admin_token,
+        );
+        self.send(r, None)
+    }
+
+    fn conflicts(
+        &self,
+        server: &str,
+        token: &str,
+        node_id: &str,
+    ) -> Result<ConflictList, TransportError> {
+        let r = Self::bearer(
+            self.agent
+                .get(&format!("{server}/api/sync/conflicts"))
+                .query("node_id", node_id),
+            token,
+        );
+        self.send(r, None)
+    }
+
+    fn health(&self, server: &str) -> Result<(), TransportError> {
+        let _: serde_json::Value = self.send(self.agent.get(&format!("{server}/health")), None)?;
+        Ok(())
+    }
+}

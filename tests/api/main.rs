@@ -1,0 +1,23 @@
+//! The server's black-box tests, one binary (each test file used to link the whole server on
+//! its own): a real server on port 0 with its own database, driven over HTTP, plus the
+//! `starsync` and `starsync-node` programs run as processes and the node library embedded.
+//!
+//! Backends: SQLite by default; `STARSYNC_TEST_DATABASE_URL=postgres://…` runs every test on
+//! PostgreSQL. `TEST_LOG=1` prints the servers' logs (shown for failing tests).
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod cli_offline;
+mod commit_order;
+mod conflicts;
+mod delivery;
+mod http_errors;
+mod idempotency;
+mod multiprocess;
+mod node_e2e;
+mod node_faults;
+mod node_offline;
+mod pending_counts;
+mod smoke;
+mod startup;
