@@ -88,6 +88,17 @@ impl Strategy {
         }
     }
 
+    /// The same strategy in the protocol's vocabulary (which adds `delete_wins`, never
+    /// configured: the server applies it to deletes on its own).
+    pub fn wire(self) -> starsync_protocol::Strategy {
+        match self {
+            Strategy::ServerWins => starsync_protocol::Strategy::ServerWins,
+            Strategy::TimestampWins => starsync_protocol::Strategy::TimestampWins,
+            Strategy::ClientWins => starsync_protocol::Strategy::ClientWins,
+            Strategy::Manual => starsync_protocol::Strategy::Manual,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Strategy> {
         match s {
             "server_wins" => Some(Strategy::ServerWins),
@@ -247,7 +258,7 @@ impl Settings {
             ));
         }
         for name in self.conflicts.types.keys() {
-            if !starsync_protocol::validate::is_valid_entity_type(name) {
+            if starsync_protocol::EntityType::parse(name).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "[conflicts.types.{name}]: {name:?} is not a valid entity type name"
                 )));

@@ -12,6 +12,7 @@ use crate::api;
 use crate::config::Settings;
 use crate::engine::Engine;
 use starsync_protocol::api::ErrorBody;
+use starsync_protocol::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -115,7 +116,7 @@ fn tracing_actix() -> actix_web::middleware::Logger {
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     HttpResponse::NotFound().json(ErrorBody {
-        error: "not_found".into(),
+        error: ErrorCode::NotFound,
         message: format!("no route for {} {}", req.method(), req.path()),
         expected_packet_no: None,
     })

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::engine::EngineError;
 use starsync_protocol::api::ErrorBody;
+use starsync_protocol::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,28 +30,32 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str) {
+    fn parts(&self) -> (StatusCode, ErrorCode) {
         use EngineError as E;
         match self {
             ApiError::Engine(e) => match e {
-                E::InvalidPacket(_) => (StatusCode::BAD_REQUEST, "invalid_packet"),
-                E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-                E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-                E::PacketGap { .. } => (StatusCode::CONFLICT, "packet_gap"),
-                E::SchemaMismatch(_) => (StatusCode::CONFLICT, "schema_mismatch"),
-                E::PacketTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "packet_too_large"),
-                E::InvalidAck(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_ack"),
-                E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-                E::CodeTaken(_) => (StatusCode::CONFLICT, "code_taken"),
-                E::AlreadyResolved(_) => (StatusCode::CONFLICT, "already_resolved"),
-                E::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-                E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                E::InvalidPacket(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPacket),
+                E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+                E::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+                E::PacketGap { .. } => (StatusCode::CONFLICT, ErrorCode::PacketGap),
+                E::SchemaMismatch(_) => (StatusCode::CONFLICT, ErrorCode::SchemaMismatch),
+                E::PacketTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PacketTooLarge),
+                E::InvalidAck(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidAck),
+                E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+                E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
+                E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),
+                E::InvalidRequest(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
+                }
+                E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
             },
-            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
+            }
         }
     }
 }
@@ -73,7 +78,7 @@ impl ResponseError for ApiError {
             _ => None,
         };
         HttpResponse::build(status).json(ErrorBody {
-            error: code.to_string(),
+            error: code,
             message,
             expected_packet_no,
         })

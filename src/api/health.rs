@@ -3,6 +3,7 @@
 //! exchange would fail there anyway).
 
 use actix_web::{web, HttpResponse};
+use starsync_protocol::ErrorCode;
 
 use crate::engine::Engine;
 
@@ -18,13 +19,13 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
             tracing::warn!(error = %e, "health check: database unreachable");
             HttpResponse::ServiceUnavailable().json(serde_json::json!({
                 "status": "unavailable",
-                "error": "database_unavailable",
+                "error": ErrorCode::DatabaseUnavailable,
                 "message": "this server cannot reach its database; see its log",
             }))
         }
         Err(_) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "status": "unavailable",
-            "error": "internal_error",
+            "error": ErrorCode::InternalError,
             "message": "the health check could not run",
         })),
     }

@@ -8,8 +8,7 @@ use starsync_protocol::api::{
     ConflictRow, EntityView, NodeInfo, RegisterRequest, RegisterResponse, ResolveRequest,
     TokenResponse,
 };
-use starsync_protocol::validate::{is_valid_entity_type, is_valid_node_code};
-use starsync_protocol::{self, is_canonical_uuid};
+use starsync_protocol::{self, EntityId, EntityType, NodeCode, Resolution, Winner};
 
 use super::apply::SeqAlloc;
 use super::auth::{new_token, token_hash};
@@ -22,11 +21,7 @@ impl Engine {
     /// Registers a node. The token is returned here and never again.
     pub fn register(&self, req: RegisterRequest) -> EngineResult<RegisterResponse> {
         let code = req.code.trim().to_string();
-        if !is_valid_node_code(&code) {
-            return Err(EngineError::InvalidRequest(
-                "code must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
-            ));
-        }
+        NodeCode::parse(&code).map_err(|e| EngineError::InvalidRequest(e.message))?;
         let name = req
             .name
             .map(|n| n.trim().to_string())
@@ -152,10 +147,10 @@ impl Engine {
                 })?;
                 filter.before_seq = Some(row.seq);
             }
-            Ok(history::list(c, &filter)?
+            history::list(c, &filter)?
                 .into_iter()
                 .map(conflict_row)
-                .collect())
+                .collect::<EngineResult<_>>()
         })
     }
 
@@ -197,12 +192,11 @@ impl Engine {
                     row.resolved_by.as_deref().unwrap_or("?")
                 )));
             }
-            let strategy = row
+            let pending: Resolution = row
                 .conflict_resolution
-                .split(':')
-                .next()
-                .unwrap_or("manual")
-                .to_string();
+                .parse()
+                .map_err(|e| crate::store::StoreError::Corrupt(format!("history row {id}: {e}")))?;
+            let resolved = Resolution::new(pending.strategy, Winner::Admin);
             let current = entities::get(c, &row.entity_type, &row.entity_uuid)?;
             let ent = match choice {
                 Choice::Server => current.ok_or_else(|| {
@@ -219,7 +213,7 @@ impl Engine {
                     &now,
                 )?,
             };
-            if !history::mark_resolved(c, id, &format!("{strategy}:admin"), &now)? {
+            if !history::mark_resolved(c, id, &resolved.to_string(), &now)? {
                 return Err(EngineError::AlreadyResolved(format!(
                     "conflict {id} was already resolved"
                 )));
@@ -284,16 +278,9 @@ impl Engine {
 }
 
 fn check_entity_key(entity_type: &str, uuid: &str) -> EngineResult<()> {
-    if !is_valid_entity_type(entity_type) {
-        return Err(EngineError::InvalidRequest(format!(
-            "entity type {entity_type:?} must match ^[A-Za-z][A-Za-z0-9_]{{0,63}}$"
-        )));
-    }
-    if !is_canonical_uuid(uuid) {
-        return Err(EngineError::InvalidRequest(format!(
-            "{uuid:?} is not a lowercase hyphenated UUID"
-        )));
-    }
+    let invalid = |e: starsync_protocol::InvalidId| EngineError::InvalidRequest(e.message);
+    EntityType::parse(entity_type).map_err(invalid)?;
+    EntityId::parse(uuid).map_err(invalid)?;
     Ok(())
 }
 
@@ -359,8 +346,12 @@ fn entity_view(e: Entity) -> EntityView {
     }
 }
 
-fn conflict_row(r: HistoryRow) -> ConflictRow {
-    ConflictRow {
+fn conflict_row(r: HistoryRow) -> EngineResult<ConflictRow> {
+    let conflict_resolution = r
+        .conflict_resolution
+        .parse()
+        .map_err(|e| crate::store::StoreError::Corrupt(format!("history row {}: {e}", r.id)))?;
+    Ok(ConflictRow {
         serialized_data: serde_json::from_str(&r.serialized_data)
             .unwrap_or(serde_json::Value::Null),
         id: r.id,
@@ -369,10 +360,10 @@ fn conflict_row(r: HistoryRow) -> ConflictRow {
         source_node_id: r.source_node_id,
         node_id: r.node_id,
         arrival_time: r.arrival_time,
-        conflict_resolution: r.conflict_resolution,
+        conflict_resolution,
         server_version: r.server_version,
         change_id: r.change_id,
         resolved_at: r.resolved_at,
         resolved_by: r.resolved_by,
-    }
+    })
 }

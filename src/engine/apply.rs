@@ -8,7 +8,10 @@ use crate::config::{Strategy, TypeRules};
 use crate::store::models::{Entity, HistoryRow, QueueRow};
 use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::api::ConflictReport;
-use starsync_protocol::{self, Change, ChangeRejection, Operation};
+use starsync_protocol::Strategy as WireStrategy;
+use starsync_protocol::{
+    self, Change, ChangeRejection, Operation, RejectReason, Resolution, Winner,
+};
 
 /// Hands out global sequence numbers inside one write transaction; the counter row is written
 /// back once at the end ([`SeqAlloc::finish`]).
@@ -208,7 +211,7 @@ pub fn apply_change(
 ) -> Result<Result<Applied, ChangeRejection>, StoreError> {
     if rules.map(|r| r.immutable).unwrap_or(false) {
         return Ok(Err(ChangeRejection::new(
-            "immutable_type",
+            RejectReason::ImmutableType,
             format!(
                 "entity type {} is server-only (immutable); nodes cannot change it",
                 c.entity_type
@@ -284,8 +287,7 @@ pub fn apply_change(
             c,
             Some(ctx.node_id.to_string()),
             c.data_text().to_string(),
-            "delete_wins",
-            "server",
+            Resolution::new(WireStrategy::DeleteWins, Winner::Server),
         )?;
         requeue_for_node(conn, ctx, &e)?;
         return Ok(Ok(Applied::Conflict(report)));
@@ -300,8 +302,7 @@ pub fn apply_change(
                 c,
                 e.author_node_id.clone(),
                 e.data.clone(),
-                "delete_wins",
-                "client",
+                Resolution::new(WireStrategy::DeleteWins, Winner::Client),
             )?;
             write_version(conn, ctx, &e, e.data.clone(), true, updated_at, Some(c))?;
             return Ok(Ok(Applied::Conflict(report)));
@@ -334,8 +335,7 @@ pub fn apply_change(
             c,
             e.author_node_id.clone(),
             e.data.clone(),
-            strategy.as_str(),
-            "client",
+            Resolution::new(strategy.wire(), Winner::Client),
         )?;
         match merge_priority(c.data_text(), &e.data, priority) {
             None => write_as_sent(conn, ctx, &e, c, updated_at)?,
@@ -348,9 +348,9 @@ pub fn apply_change(
     }
 
     let winner = if strategy == Strategy::Manual {
-        "pending"
+        Winner::Pending
     } else {
-        "server"
+        Winner::Server
     };
     let report = record_conflict(
         conn,
@@ -359,8 +359,7 @@ pub fn apply_change(
         c,
         Some(ctx.node_id.to_string()),
         c.data_text().to_string(),
-        strategy.as_str(),
-        winner,
+        Resolution::new(strategy.wire(), winner),
     )?;
     let merged = if strategy == Strategy::Manual {
         None
@@ -380,7 +379,7 @@ pub fn apply_change(
 
 fn version_ahead(base: i64, server: i64) -> ChangeRejection {
     ChangeRejection::new(
-        "version_ahead",
+        RejectReason::VersionAhead,
         format!(
             "base_version {base} is ahead of the server's version {server} for this entity; \
              the node must take the server state"
@@ -455,7 +454,6 @@ fn requeue_for_node(conn: &mut Conn, ctx: &mut ApplyCtx<'_>, e: &Entity) -> Stor
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn record_conflict(
     conn: &mut Conn,
     ctx: &mut ApplyCtx<'_>,
@@ -463,12 +461,10 @@ fn record_conflict(
     c: &Change,
     source: Option<String>,
     stored: String,
-    strategy: &str,
-    winner: &str,
+    resolution: Resolution,
 ) -> StoreResult<ConflictReport> {
     let id = uuid::Uuid::new_v4().to_string();
-    let resolution = format!("{strategy}:{winner}");
-    let automatic = winner != "pending";
+    let automatic = resolution.is_automatic();
     history::insert(
         conn,
         &HistoryRow {
@@ -481,7 +477,7 @@ fn record_conflict(
             change_id: Some(c.change_id.clone()),
             arrival_time: ctx.now.to_string(),
             serialized_data: stored,
-            conflict_resolution: resolution.clone(),
+            conflict_resolution: resolution.to_string(),
             server_version: e.version,
             resolved_at: automatic.then(|| ctx.now.to_string()),
             resolved_by: automatic.then(|| "auto".to_string()),
@@ -491,7 +487,7 @@ fn record_conflict(
         conflict_id: id,
         entity_type: e.entity_type.clone(),
         entity_uuid: e.entity_uuid.clone(),
-        resolution: strategy.to_string(),
+        resolution: resolution.strategy,
         server_version: e.version,
         conflict_resolution: resolution,
         change_id: c.change_id.clone(),

@@ -7,6 +7,7 @@ use crate::store::models::{InPacketReport, Node};
 use crate::store::{nodes, queue, Conn};
 use starsync_protocol::api::{ChangeError, ConflictReport};
 use starsync_protocol::{self, schema_major, validate_change, Packet};
+use starsync_protocol::{ErrorCode, RejectReason};
 
 use super::apply::{apply_change, Applied, ApplyCtx, SeqAlloc};
 use super::{outbound, Engine, EngineError, EngineResult};
@@ -122,12 +123,12 @@ impl Engine {
                 .map(|c| (c.entity_type.as_str(), c.entity_uuid.as_str())),
         )?;
         for c in &p.changes {
-            let rejected = |reason: &str, message: String| ChangeError {
+            let rejected = |reason: RejectReason, message: String| ChangeError {
                 change_id: c.change_id.clone(),
                 entity_type: c.entity_type.clone(),
                 entity_uuid: c.entity_uuid.clone(),
-                error: "invalid_change".into(),
-                reason: reason.to_string(),
+                error: ErrorCode::InvalidChange,
+                reason,
                 message,
             };
             let op = match validate_change(c) {

@@ -29,6 +29,7 @@ pub fn insert_many(conn: &mut Conn, rows: &[Entity]) -> StoreResult<()> {
     // Multi-row INSERT is backend-specific in diesel, so dispatch on the connection.
     match conn {
         super::DbConn::Sqlite(c) => diesel::insert_into(e::entities).values(rows).execute(c)?,
+        #[cfg(feature = "postgres")]
         super::DbConn::Postgres(c) => diesel::insert_into(e::entities).values(rows).execute(c)?,
     };
     Ok(())

@@ -19,14 +19,24 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 /// Migrations per backend: the same steps under the same names.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "postgres")]
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// A connection to either backend. Queries are written once against this type; the backend
 /// is picked explicitly from the URL scheme by [`Manager`], never by trial and error.
+#[cfg(feature = "postgres")]
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {
     Sqlite(diesel::SqliteConnection),
     Postgres(diesel::PgConnection),
+}
+
+/// A SQLite-only build (`--no-default-features`): the same type with one backend, so every
+/// query compiles unchanged and no libpq is linked.
+#[cfg(not(feature = "postgres"))]
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Sqlite(diesel::SqliteConnection),
 }
 
 pub type Conn = DbConn;
@@ -130,9 +140,14 @@ impl r2d2::ManageConnection for Manager {
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(c))
             }
+            #[cfg(feature = "postgres")]
             DbUrl::Postgres(url) => diesel::PgConnection::establish(url)
                 .map(DbConn::Postgres)
                 .map_err(diesel::r2d2::Error::ConnectionError),
+            #[cfg(not(feature = "postgres"))]
+            DbUrl::Postgres(_) => Err(diesel::r2d2::Error::ConnectionError(
+                diesel::ConnectionError::BadConnection(NO_POSTGRES.into()),
+            )),
         }
     }
 
@@ -146,13 +161,10 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-/// Which backend a pool talks to.
-pub fn backend_name(conn: &DbConn) -> &'static str {
-    match conn {
-        DbConn::Sqlite(_) => "sqlite",
-        DbConn::Postgres(_) => "postgres",
-    }
-}
+/// What a SQLite-only build says when given a PostgreSQL URL.
+#[cfg(not(feature = "postgres"))]
+const NO_POSTGRES: &str = "this starsync was built without PostgreSQL support (cargo feature \
+                           `postgres`): rebuild with default features, or use a SQLite DATABASE_URL";
 
 /// Opens the pool for `url` (creating a SQLite file and its folder when missing) and runs
 /// pending migrations.
@@ -250,6 +262,7 @@ impl Drop for Checkpointer {
 
 /// Key of the PostgreSQL advisory lock that serializes migrations of several processes
 /// starting at once ("SSYN" in ASCII).
+#[cfg(feature = "postgres")]
 const MIGRATION_LOCK_KEY: i64 = 0x5353_594E;
 
 /// Runs pending migrations. PostgreSQL: under an advisory lock, so several processes may start
@@ -261,6 +274,7 @@ pub fn run_migrations(conn: &mut Conn) -> StoreResult<usize> {
             .run_pending_migrations(SQLITE_MIGRATIONS)
             .map_err(mig)?
             .len()),
+        #[cfg(feature = "postgres")]
         DbConn::Postgres(c) => {
             c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
             let result = c

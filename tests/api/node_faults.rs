@@ -135,10 +135,10 @@ impl FaultTransport {
 
     fn record(&self, packet: &Packet, resp: &ExchangeResponse) {
         let rejected: HashSet<&str> = resp.errors.iter().map(|e| e.change_id.as_str()).collect();
-        let conflicts: HashMap<&str, &str> = resp
+        let conflicts: HashMap<&str, String> = resp
             .conflicts
             .iter()
-            .map(|c| (c.change_id.as_str(), c.conflict_resolution.as_str()))
+            .map(|c| (c.change_id.as_str(), c.conflict_resolution.to_string()))
             .collect();
         let mut o = self.oracle.lock();
         for c in &packet.changes {
@@ -148,7 +148,7 @@ impl FaultTransport {
                 entity_uuid: c.entity_uuid.clone(),
                 op: c.operation.clone(),
                 token: data["w"].as_str().map(str::to_string),
-                conflict: conflicts.get(c.change_id.as_str()).map(|s| s.to_string()),
+                conflict: conflicts.get(c.change_id.as_str()).cloned(),
                 rejected: rejected.contains(c.change_id.as_str()),
             });
         }

@@ -45,8 +45,7 @@ pub use types::*;
 
 use events::Subscribers;
 use starsync_protocol::api::{ConflictRow, RegisterRequest};
-use starsync_protocol::validate::{is_valid_entity_type, is_valid_node_code};
-use starsync_protocol::{self, is_canonical_uuid};
+use starsync_protocol::{self, EntityId, EntityType, ErrorCode, NodeCode};
 use store::{ConfigRow, LocalOp, Store};
 
 /// Name of the database file inside a node's data directory.
@@ -58,18 +57,14 @@ pub const DEFAULT_MAX_RETRIES: i64 = 3;
 pub const DEFAULT_BATCH_SIZE: i64 = 100;
 pub const DEFAULT_MAX_PACKET_BYTES: i64 = 64 * 1024 * 1024;
 
-/// Everything that can go wrong in the node. Each message says what to do about it.
+/// Everything that can go wrong in the node. Messages say what happened; what to do about it
+/// depends on the program embedding the node (the `starsync-node` CLI adds its commands), so
+/// the variants carry what a program needs to decide: the server's [`ErrorCode`], the path.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(
-        "no node is set up in {dir}: run `starsync-node init --server URL --code CODE` first \
-         (or pass the right --data-dir)"
-    )]
+    #[error("no node is set up in {dir}")]
     NotInitialized { dir: PathBuf },
-    #[error(
-        "a node ({code}) is already set up in {dir}; use another --data-dir, or `init --force` \
-         to discard it (unsynced changes are lost)"
-    )]
+    #[error("a node ({code}) is already set up in {dir}")]
     AlreadyInitialized { dir: PathBuf, code: String },
     #[error("cannot open the node database {path}: {message}")]
     Open { path: PathBuf, message: String },
@@ -82,7 +77,7 @@ pub enum NodeError {
     #[error("the server refused: {message} ({status} {code})")]
     Rejected {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     #[error("{0}")]
@@ -241,12 +236,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let dir = dir.as_ref().to_path_buf();
         let server_url = normalize_url(&opts.server_url)?;
-        if !is_valid_node_code(&opts.code) {
-            return Err(NodeError::Invalid(format!(
-                "--code {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                opts.code
-            )));
-        }
+        NodeCode::parse(&opts.code).map_err(|e| NodeError::Invalid(e.message))?;
         if opts.packet_timeout < 1 || opts.batch_size < 1 || opts.max_retries < 0 {
             return Err(NodeError::Invalid(
                 "packet timeout and batch size must be at least 1, max retries at least 0".into(),
@@ -272,7 +262,7 @@ impl Node {
             },
             TransportError::Http { status, body } => NodeError::Rejected {
                 status,
-                message: init_hint(&body.error, &body.message, &opts.code),
+                message: body.message,
                 code: body.error,
             },
         };
@@ -687,32 +677,10 @@ fn normalize_url(url: &str) -> Result<String, NodeError> {
 }
 
 fn check_key(entity_type: &str, entity_uuid: &str) -> Result<(), NodeError> {
-    if !is_valid_entity_type(entity_type) {
-        return Err(NodeError::Invalid(format!(
-            "entity type {entity_type:?} must match ^[A-Za-z][A-Za-z0-9_]{{0,63}}$"
-        )));
-    }
-    if !is_canonical_uuid(entity_uuid) {
-        return Err(NodeError::Invalid(format!(
-            "{entity_uuid:?} is not a lowercase hyphenated UUID (like {})",
-            uuid::Uuid::new_v4()
-        )));
-    }
+    let invalid = |e: starsync_protocol::InvalidId| NodeError::Invalid(e.message);
+    EntityType::parse(entity_type).map_err(invalid)?;
+    EntityId::parse(entity_uuid).map_err(invalid)?;
     Ok(())
-}
-
-fn init_hint(code: &str, message: &str, node_code: &str) -> String {
-    match code {
-        "unauthorized" => format!(
-            "{message}: registration needs the admin token (--admin-token or \
-             STARSYNC_ADMIN_TOKEN), unless the server runs with open registration"
-        ),
-        "code_taken" => format!(
-            "{message}: choose another --code, or attach to the existing registration of \
-             {node_code} with --node-id and --token"
-        ),
-        _ => message.to_string(),
-    }
 }
 
 /// Maps a transport error of an exchange-less call.
@@ -724,28 +692,9 @@ pub(crate) fn transport_error(url: &str, e: TransportError) -> NodeError {
         },
         TransportError::Http { status, body } => NodeError::Rejected {
             status,
-            message: rejection_hint(&body.error, &body.message),
+            message: body.message,
             code: body.error,
         },
-    }
-}
-
-/// Adds the fix to the server's message for the errors a node can meet.
-pub(crate) fn rejection_hint(code: &str, message: &str) -> String {
-    match code {
-        "unauthorized" => format!(
-            "{message}; the node's token was refused (node disabled or token rotated): ask the \
-             admin to enable the node, or re-attach with `starsync-node init --force --node-id \
-             ID --token NEW_TOKEN`"
-        ),
-        "schema_mismatch" => format!(
-            "{message}; set the node's schema with `starsync-node config schema_version X.Y.Z` \
-             after upgrading the application"
-        ),
-        "packet_too_large" => format!(
-            "{message}; lower the node's batch size with `starsync-node config batch_size N`"
-        ),
-        _ => message.to_string(),
     }
 }
 

@@ -21,13 +21,15 @@ use super::types::{ConflictRecord, Entity, FailedChange, QueuedChange, Status, S
 use super::NodeError;
 use starsync_protocol::api::{ChangeError, ConflictReport};
 use starsync_protocol::{self, encode_packet, Change, Operation, Packet, PACKET_FORMAT};
+use starsync_protocol::{OutboxState, RejectReason};
 
 /// The node database's own migrations (not the server's).
 pub const NODE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/node");
 
-const PENDING: &str = "pending";
-const IN_FLIGHT: &str = "in_flight";
-const FAILED: &str = "failed";
+// Outbox states as stored (the protocol's vocabulary, PROTOCOL §8).
+const PENDING: &str = OutboxState::Pending.as_str();
+const IN_FLIGHT: &str = OutboxState::InFlight.as_str();
+const FAILED: &str = OutboxState::Failed.as_str();
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = node_config)]
@@ -648,10 +650,10 @@ impl Store {
                         .set((
                             outbox::state.eq(FAILED),
                             outbox::error.eq(&e.message),
-                            outbox::error_reason.eq(if e.reason.is_empty() {
-                                &e.error
+                            outbox::error_reason.eq(if e.reason == RejectReason::Unknown {
+                                e.error.as_str()
                             } else {
-                                &e.reason
+                                e.reason.as_str()
                             }),
                         ))
                         .execute(c)?;
@@ -666,8 +668,8 @@ impl Store {
                         entity_type: k.entity_type.clone(),
                         entity_uuid: k.entity_uuid.clone(),
                         change_id: k.change_id.clone(),
-                        resolution: k.resolution.clone(),
-                        conflict_resolution: k.conflict_resolution.clone(),
+                        resolution: k.resolution.to_string(),
+                        conflict_resolution: k.conflict_resolution.to_string(),
                         server_version: k.server_version,
                         local_data,
                         reported_at: now.clone(),
@@ -676,7 +678,7 @@ impl Store {
                         .values(&row)
                         .on_conflict_do_nothing()
                         .execute(c)?;
-                    out.conflicts.push(to_conflict(row));
+                    out.conflicts.push(to_conflict(row)?);
                 }
             }
             process_ack(c, &mut st, packet.ack_packet_no as i64, &conflicted)?;
@@ -862,7 +864,7 @@ impl Store {
                 .select(ConflictRow::as_select())
                 .order(conflicts::reported_at.desc())
                 .load(c)?;
-            Ok(rows.into_iter().map(to_conflict).collect())
+            rows.into_iter().map(to_conflict).collect()
         })
     }
 }
@@ -1282,18 +1284,21 @@ fn to_failed(r: OutboxRow) -> FailedChange {
     }
 }
 
-fn to_conflict(r: ConflictRow) -> ConflictRecord {
-    ConflictRecord {
+fn to_conflict(r: ConflictRow) -> Result<ConflictRecord, NodeError> {
+    let corrupt = |e: starsync_protocol::vocab::UnknownName| {
+        NodeError::Protocol(format!("stored conflict {}: {e}", r.conflict_id))
+    };
+    Ok(ConflictRecord {
+        resolution: r.resolution.parse().map_err(corrupt)?,
+        conflict_resolution: r.conflict_resolution.parse().map_err(corrupt)?,
         conflict_id: r.conflict_id,
         entity_type: r.entity_type,
         entity_uuid: r.entity_uuid,
         change_id: r.change_id,
-        resolution: r.resolution,
-        conflict_resolution: r.conflict_resolution,
         server_version: r.server_version,
         local_data: r.local_data.and_then(|d| serde_json::from_str(&d).ok()),
         reported_at: r.reported_at,
-    }
+    })
 }
 
 #[cfg(test)]

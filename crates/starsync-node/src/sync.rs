@@ -9,8 +9,9 @@ use super::events::NodeEvent;
 use super::store::{AnswerMeta, AnswerOutcome, ConfigRow};
 use super::transport::TransportError;
 use super::types::SyncReport;
-use super::{rejection_hint, Node, NodeError};
+use super::{Node, NodeError};
 use starsync_protocol::api::{ExchangeRequest, ExchangeResponse};
+use starsync_protocol::ErrorCode;
 use starsync_protocol::{decode_hex_packet, schema_major, Packet};
 
 /// Extra exchanges made only to acknowledge the last server packet (so the server can drop
@@ -152,7 +153,7 @@ impl Node {
             {
                 Ok(r) => return Ok(Exchanged::Answer(Box::new(r))),
                 Err(TransportError::Http { status, body })
-                    if status == 409 && body.error == "packet_gap" =>
+                    if status == 409 && body.error == ErrorCode::PacketGap =>
                 {
                     let expected = body.expected_packet_no.ok_or_else(|| {
                         NodeError::Protocol("packet_gap answer without expected_packet_no".into())
@@ -162,7 +163,7 @@ impl Node {
                 Err(TransportError::Http { status, body }) => {
                     return Err(NodeError::Rejected {
                         status,
-                        message: rejection_hint(&body.error, &body.message),
+                        message: body.message,
                         code: body.error,
                     })
                 }

@@ -9,6 +9,7 @@ use starsync_protocol::api::{
     ConflictList, ErrorBody, ExchangeRequest, ExchangeResponse, NodeStatus, RegisterRequest,
     RegisterResponse, ServerStatus,
 };
+use starsync_protocol::ErrorCode;
 
 /// Why a call did not produce an answer.
 #[derive(Debug, Clone)]
@@ -18,12 +19,6 @@ pub enum TransportError {
     Network(String),
     /// The server answered with an error body (4xx).
     Http { status: u16, body: ErrorBody },
-}
-
-impl TransportError {
-    pub fn is_network(&self) -> bool {
-        matches!(self, TransportError::Network(_))
-    }
 }
 
 impl std::fmt::Display for TransportError {
@@ -119,9 +114,13 @@ impl HttpTransport {
             Err(ureq::Error::Status(status, resp)) => {
                 let mut text = String::new();
                 let _ = resp.into_reader().take(1 << 20).read_to_string(&mut text);
-                let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
-                    error: format!("http_{status}"),
-                    message: text.chars().take(300).collect(),
+                // Not a starsync error body (a proxy's page, say): keep what it said.
+                let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
+                    error: ErrorCode::Unknown,
+                    message: format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(300).collect::<String>()
+                    ),
                     expected_packet_no: None,
                 });
                 if status >= 500 || status == 429 {

@@ -1,6 +1,7 @@
 //! Plain data the node API hands out (all serializable, for `--json` and for UIs).
 
 use serde::Serialize;
+use starsync_protocol::{Resolution, Strategy, Winner};
 
 /// Where a local entity stands with the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,10 +78,10 @@ pub struct ConflictRecord {
     pub entity_type: String,
     pub entity_uuid: String,
     pub change_id: String,
-    /// The strategy (`server_wins`, `delete_wins`, …).
-    pub resolution: String,
+    /// The strategy that decided it.
+    pub resolution: Strategy,
     /// `<strategy>:<winner>` as in the server's history row.
-    pub conflict_resolution: String,
+    pub conflict_resolution: Resolution,
     pub server_version: i64,
     /// What this node had sent (None for a delete).
     pub local_data: Option<serde_json::Value>,
@@ -90,7 +91,7 @@ pub struct ConflictRecord {
 impl ConflictRecord {
     /// True when this node's change lost (the server kept or restored another state).
     pub fn node_lost(&self) -> bool {
-        !self.conflict_resolution.ends_with(":client")
+        self.conflict_resolution.winner != Winner::Client
     }
 }
 

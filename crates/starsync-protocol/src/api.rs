@@ -3,10 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::vocab::{ErrorCode, RejectReason, Resolution, Strategy};
+
 /// Every error body: a machine-readable code and a sentence for humans.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
-    pub error: String,
+    pub error: ErrorCode,
     pub message: String,
     /// Only for `packet_gap`: the packet number the server expects next.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -42,10 +44,11 @@ pub struct ChangeError {
     pub change_id: String,
     pub entity_type: String,
     pub entity_uuid: String,
-    pub error: String,
+    /// Always `invalid_change` today.
+    pub error: ErrorCode,
     /// Finer machine-readable reason (`invalid_entity_type`, `immutable_type`, …).
     #[serde(default)]
-    pub reason: String,
+    pub reason: RejectReason,
     pub message: String,
 }
 
@@ -55,11 +58,11 @@ pub struct ConflictReport {
     pub conflict_id: String,
     pub entity_type: String,
     pub entity_uuid: String,
-    pub resolution: String,
+    /// The strategy that decided it.
+    pub resolution: Strategy,
     pub server_version: i64,
     /// `<strategy>:<winner>` exactly as stored in the history row.
-    #[serde(default)]
-    pub conflict_resolution: String,
+    pub conflict_resolution: Resolution,
     #[serde(default)]
     pub change_id: String,
 }
@@ -144,7 +147,7 @@ pub struct ConflictRow {
     pub node_id: Option<String>,
     pub arrival_time: String,
     pub serialized_data: serde_json::Value,
-    pub conflict_resolution: String,
+    pub conflict_resolution: Resolution,
     pub server_version: i64,
     /// The change (by its author's `change_id`) that met the conflict.
     #[serde(default)]

@@ -10,10 +10,15 @@ pub mod codec;
 pub mod files;
 pub mod packet;
 pub mod validate;
+pub mod vocab;
 
 pub use codec::{decode_hex_packet, decode_packet_bytes, encode_packet, CodecError};
 pub use packet::{Change, Operation, Packet, PACKET_FORMAT};
 pub use validate::{validate_change, ChangeRejection};
+pub use vocab::{
+    EntityId, EntityType, ErrorCode, InvalidId, NodeCode, OutboxState, RejectReason, Resolution,
+    Strategy, Winner,
+};
 
 /// Largest integer a packet may carry: JSON numbers beyond 2^53 − 1 lose precision in
 /// JavaScript clients, so the protocol forbids them outright.

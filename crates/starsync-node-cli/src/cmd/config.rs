@@ -1,0 +1,27 @@
+//! `starsync-node config`: Show the node's settings, or change one (`config KEY VALUE`).
+
+use super::prelude::*;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+pub fn run(args: Args, dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
+    let Args { key, value } = args;
+    let node = Node::open(dir)?;
+    let info = match (key, value) {
+        (Some(k), Some(v)) => node.set_setting(&k, &v)?,
+        (None, None) => node.info()?,
+        _ => {
+            return Err(NodeError::Invalid(
+                "give both a setting and a value: `config KEY VALUE`".into(),
+            ))
+        }
+    };
+    print(j, &info, || {
+        serde_json::to_string_pretty(&info).unwrap_or_default()
+    });
+    Ok(ExitCode::SUCCESS)
+}

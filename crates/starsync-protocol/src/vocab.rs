@@ -1,0 +1,419 @@
+//! The typed vocabulary both sides share: error codes, rejection reasons, conflict
+//! resolutions, outbox states, and ids that are validated once, in `parse`.
+//!
+//! The wire carries these as strings (PROTOCOL §5, §6, §8); in code they are enums, so a
+//! misspelt code is a compile error instead of a silently failed comparison, and the node can
+//! `match` on what the server said.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Implements `as_str`, `Display`, `FromStr` and string serde for a unit-variant enum whose
+/// wire names are listed once, here.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($wire => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        kind: stringify!($name),
+                        name: s.chars().take(64).collect(),
+                    }),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// A wire name that is not part of the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {name:?}")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+wire_enum! {
+    /// The `error` of every error answer (PROTOCOL §6). The HTTP status of each is decided in
+    /// one place on the server (`api/error.rs`).
+    pub enum ErrorCode {
+        InvalidRequest => "invalid_request",
+        InvalidPacket => "invalid_packet",
+        /// On a rejected change inside an accepted packet (`errors[].error`).
+        InvalidChange => "invalid_change",
+        Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
+        NotFound => "not_found",
+        MethodNotAllowed => "method_not_allowed",
+        CodeTaken => "code_taken",
+        PacketGap => "packet_gap",
+        SchemaMismatch => "schema_mismatch",
+        PacketTooLarge => "packet_too_large",
+        PayloadTooLarge => "payload_too_large",
+        InvalidAck => "invalid_ack",
+        AlreadyResolved => "already_resolved",
+        DatabaseUnavailable => "database_unavailable",
+        InternalError => "internal_error",
+        /// A code this version does not know (a newer server); the message still explains it.
+        Unknown => "unknown",
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    /// Lenient: an unknown code becomes [`ErrorCode::Unknown`], so a node keeps working against
+    /// a newer server that added a code.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(s.parse().unwrap_or(ErrorCode::Unknown))
+    }
+}
+
+wire_enum! {
+    /// Why one change was rejected (`errors[].reason`), finer than its `invalid_change`.
+    #[derive(Default)]
+    pub enum RejectReason {
+        InvalidEntityType => "invalid_entity_type",
+        InvalidEntityUuid => "invalid_entity_uuid",
+        InvalidChangeId => "invalid_change_id",
+        UnknownOperation => "unknown_operation",
+        DataNotObject => "data_not_object",
+        InvalidUpdatedAt => "invalid_updated_at",
+        /// `base_version` ahead of the server's version.
+        VersionAhead => "version_ahead",
+        /// A node change to a server-only type.
+        ImmutableType => "immutable_type",
+        /// A reason this version does not know (a newer server), or none given.
+        #[default]
+        Unknown => "unknown",
+    }
+}
+
+impl<'de> Deserialize<'de> for RejectReason {
+    /// Lenient like [`ErrorCode`]; a missing reason (older servers) is handled by the field's
+    /// `#[serde(default)]`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(s.parse().unwrap_or(RejectReason::Unknown))
+    }
+}
+
+wire_enum! {
+    /// How a conflict was decided (PROTOCOL §5): the configured strategies, plus `delete_wins`,
+    /// which the server applies to deletes on its own.
+    pub enum Strategy {
+        ServerWins => "server_wins",
+        TimestampWins => "timestamp_wins",
+        ClientWins => "client_wins",
+        Manual => "manual",
+        DeleteWins => "delete_wins",
+    }
+}
+
+impl<'de> Deserialize<'de> for Strategy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+wire_enum! {
+    /// Which side a conflict's resolution kept.
+    pub enum Winner {
+        /// The server's state stayed.
+        Server => "server",
+        /// The node's change was applied.
+        Client => "client",
+        /// `manual`, not resolved yet.
+        Pending => "pending",
+        /// Resolved by an admin.
+        Admin => "admin",
+    }
+}
+
+/// A conflict's resolution, written `<strategy>:<winner>` in history rows and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Resolution {
+    pub strategy: Strategy,
+    pub winner: Winner,
+}
+
+impl Resolution {
+    pub fn new(strategy: Strategy, winner: Winner) -> Resolution {
+        Resolution { strategy, winner }
+    }
+
+    /// Decided at once (every strategy but an unresolved `manual`).
+    pub fn is_automatic(self) -> bool {
+        self.winner != Winner::Pending
+    }
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.strategy, self.winner)
+    }
+}
+
+impl FromStr for Resolution {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let bad = || UnknownName {
+            kind: "Resolution",
+            name: s.chars().take(64).collect(),
+        };
+        let (strategy, winner) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Resolution {
+            strategy: strategy.parse().map_err(|_| bad())?,
+            winner: winner.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for Resolution {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resolution {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+wire_enum! {
+    /// Where a change stands in a node's outbox (PROTOCOL §8).
+    pub enum OutboxState {
+        /// Waiting for a packet.
+        Pending => "pending",
+        /// Numbered into a packet: immutable until acknowledged.
+        InFlight => "in_flight",
+        /// Rejected by the server; kept, with its message, until the user retries or drops it.
+        Failed => "failed",
+    }
+}
+
+/// An id or name that breaks its rule; the message says the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidId {
+    pub reason: RejectReason,
+    pub message: String,
+}
+
+/// At most this much of a refused value is echoed back in a message.
+const ECHO_CHARS: usize = 80;
+
+fn echo(s: &str) -> String {
+    s.chars().take(ECHO_CHARS).collect()
+}
+
+/// An entity type name: `^[A-Za-z][A-Za-z0-9_]{0,63}$` (PROTOCOL §1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityType(String);
+
+impl EntityType {
+    pub fn parse(s: &str) -> Result<EntityType, InvalidId> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 64
+            && b[0].is_ascii_alphabetic()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        if ok {
+            Ok(EntityType(s.to_string()))
+        } else {
+            Err(InvalidId {
+                reason: RejectReason::InvalidEntityType,
+                message: format!(
+                    "entity type {:?} must match ^[A-Za-z][A-Za-z0-9_]{{0,63}}$",
+                    echo(s)
+                ),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An entity id (the packet field `entity_uuid`): a lowercase hyphenated UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityId(String);
+
+impl EntityId {
+    pub fn parse(s: &str) -> Result<EntityId, InvalidId> {
+        if crate::is_canonical_uuid(s) {
+            Ok(EntityId(s.to_string()))
+        } else {
+            Err(InvalidId {
+                reason: RejectReason::InvalidEntityUuid,
+                message: format!(
+                    "entity id {:?} is not a lowercase hyphenated UUID (like {})",
+                    echo(s),
+                    uuid::Uuid::nil()
+                ),
+            })
+        }
+    }
+
+    /// A new random id (UUID v4).
+    pub fn new_random() -> EntityId {
+        EntityId(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A node's human-readable code: 1–64 characters of `A-Z a-z 0-9 . _ -` (PROTOCOL §1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeCode(String);
+
+impl NodeCode {
+    pub fn parse(s: &str) -> Result<NodeCode, InvalidId> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-');
+        if ok {
+            Ok(NodeCode(s.to_string()))
+        } else {
+            Err(InvalidId {
+                reason: RejectReason::Unknown,
+                message: format!(
+                    "node code {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                    echo(s)
+                ),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! id_traits {
+    ($($t:ident),+) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+    )+};
+}
+id_traits!(EntityType, EntityId, NodeCode);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_round_trip() {
+        for c in ErrorCode::ALL {
+            assert_eq!(c.as_str().parse::<ErrorCode>().unwrap(), *c);
+            assert_eq!(serde_json::to_string(c).unwrap(), format!("\"{c}\""));
+        }
+        for r in RejectReason::ALL {
+            assert_eq!(r.as_str().parse::<RejectReason>().unwrap(), *r);
+        }
+        let e: ErrorCode = serde_json::from_str("\"a_code_from_the_future\"").unwrap();
+        assert_eq!(e, ErrorCode::Unknown);
+        for s in OutboxState::ALL {
+            assert_eq!(s.as_str().parse::<OutboxState>().unwrap(), *s);
+        }
+    }
+
+    #[test]
+    fn resolutions_parse_and_print() {
+        let r: Resolution = "timestamp_wins:client".parse().unwrap();
+        assert_eq!(r, Resolution::new(Strategy::TimestampWins, Winner::Client));
+        assert_eq!(r.to_string(), "timestamp_wins:client");
+        assert!(!Resolution::new(Strategy::Manual, Winner::Pending).is_automatic());
+        assert!("manual".parse::<Resolution>().is_err());
+        assert!("manual:nobody".parse::<Resolution>().is_err());
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, "\"timestamp_wins:client\"");
+        assert_eq!(serde_json::from_str::<Resolution>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn entity_type_pattern() {
+        assert!(EntityType::parse("Estimate").is_ok());
+        assert!(EntityType::parse("a_1").is_ok());
+        assert!(EntityType::parse(&"a".repeat(64)).is_ok());
+        for bad in ["1abc", "has-dash", "", &"a".repeat(65)] {
+            let e = EntityType::parse(bad).unwrap_err();
+            assert_eq!(e.reason, RejectReason::InvalidEntityType);
+        }
+    }
+
+    #[test]
+    fn entity_ids_are_lowercase_uuids() {
+        assert!(EntityId::parse("3f2b8c1e-5d4a-4e6f-9a7b-1c2d3e4f5a6b").is_ok());
+        assert!(EntityId::parse("3F2B8C1E-5D4A-4E6F-9A7B-1C2D3E4F5A6B").is_err());
+        assert!(EntityId::parse(EntityId::new_random().as_str()).is_ok());
+    }
+
+    #[test]
+    fn node_code_pattern() {
+        assert!(NodeCode::parse("DESKTOP-USER-1").is_ok());
+        assert!(NodeCode::parse("a.b_c").is_ok());
+        assert!(NodeCode::parse("with space").is_err());
+        assert!(NodeCode::parse("").is_err());
+        assert!(NodeCode::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn echoed_values_are_truncated() {
+        let e = EntityType::parse(&"-".repeat(1 << 20)).unwrap_err();
+        assert!(e.message.len() < 200, "{}", e.message.len());
+    }
+}
