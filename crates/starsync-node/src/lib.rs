@@ -20,8 +20,11 @@
 #![forbid(unsafe_code)]
 
 mod daemon;
+mod error;
 pub mod events;
+mod init;
 mod offline;
+mod options;
 pub mod schema;
 pub mod store;
 mod sync;
@@ -37,134 +40,24 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::Value;
 
 pub use daemon::{DaemonHandle, DaemonOptions, DaemonTick};
+pub use error::NodeError;
 pub use events::{ConflictHook, KeepLocal, LocalConflict, LocalDecision, NodeEvent};
+pub use options::{
+    InitOptions, NodeOptions, DEFAULT_BATCH_SIZE, DEFAULT_MAX_PACKET_BYTES, DEFAULT_MAX_RETRIES,
+    DEFAULT_PACKET_TIMEOUT,
+};
 
 pub use offline::{node_packet_file_name, server_packet_file_name};
 pub use transport::{HttpTransport, Transport, TransportError};
 pub use types::*;
 
 use events::Subscribers;
-use starsync_protocol::api::{ConflictRow, RegisterRequest};
-use starsync_protocol::{self, EntityId, EntityType, ErrorCode, NodeCode};
+use starsync_protocol::api::ConflictRow;
+use starsync_protocol::{self, EntityId, EntityType};
 use store::{ConfigRow, LocalOp, Store};
 
 /// Name of the database file inside a node's data directory.
 pub const DB_FILE: &str = "node.db";
-
-/// Defaults that match the server's `[sync]` section (config/default.toml).
-pub const DEFAULT_PACKET_TIMEOUT: i64 = 30;
-pub const DEFAULT_MAX_RETRIES: i64 = 3;
-pub const DEFAULT_BATCH_SIZE: i64 = 100;
-pub const DEFAULT_MAX_PACKET_BYTES: i64 = 64 * 1024 * 1024;
-
-/// Everything that can go wrong in the node. Messages say what happened; what to do about it
-/// depends on the program embedding the node (the `starsync-node` CLI adds its commands), so
-/// the variants carry what a program needs to decide: the server's [`ErrorCode`], the path.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error("no node is set up in {dir}")]
-    NotInitialized { dir: PathBuf },
-    #[error("a node ({code}) is already set up in {dir}")]
-    AlreadyInitialized { dir: PathBuf, code: String },
-    #[error("cannot open the node database {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error("local database error: {0}")]
-    Db(#[from] diesel::result::Error),
-    #[error(
-        "server {url} is unreachable: {message} (nothing is lost; sync again when it is back)"
-    )]
-    Unreachable { url: String, message: String },
-    #[error("the server refused: {message} ({status} {code})")]
-    Rejected {
-        status: u16,
-        code: ErrorCode,
-        message: String,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl NodeError {
-    /// True when trying again later may succeed without changing anything (network trouble).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, NodeError::Unreachable { .. })
-    }
-}
-
-/// How to set up a node: register it, or attach to an existing registration.
-#[derive(Debug, Clone)]
-pub struct InitOptions {
-    pub server_url: String,
-    pub code: String,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    /// Admin token for registration (not needed when the server runs open registration).
-    pub admin_token: Option<String>,
-    /// Attach to an existing registration: (node id, node token).
-    pub attach: Option<(String, String)>,
-    /// The server's node id (needed to attach without an admin token).
-    pub server_node_id: Option<String>,
-    /// Application schema version this node speaks (default: what the server says, or 1.0.0).
-    pub schema_version: Option<String>,
-    pub packet_timeout: i64,
-    pub max_retries: i64,
-    pub batch_size: i64,
-    /// Replace an existing node in the same directory (its unsynced changes are lost).
-    pub force: bool,
-}
-
-impl InitOptions {
-    /// Register a new node with this code.
-    pub fn register(server_url: &str, code: &str) -> InitOptions {
-        InitOptions {
-            server_url: server_url.to_string(),
-            code: code.to_string(),
-            name: None,
-            description: None,
-            admin_token: None,
-            attach: None,
-            server_node_id: None,
-            schema_version: None,
-            packet_timeout: DEFAULT_PACKET_TIMEOUT,
-            max_retries: DEFAULT_MAX_RETRIES,
-            batch_size: DEFAULT_BATCH_SIZE,
-            force: false,
-        }
-    }
-
-    pub fn admin_token(mut self, token: &str) -> Self {
-        self.admin_token = Some(token.to_string());
-        self
-    }
-
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.to_string());
-        self
-    }
-}
-
-/// Tuning that is not stored in the database (mostly for tests and embedding programs).
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// First delay between immediate retries of one exchange; doubles up to `retry_max_delay`.
-    pub retry_base_delay: Duration,
-    pub retry_max_delay: Duration,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        NodeOptions {
-            retry_base_delay: Duration::from_millis(500),
-            retry_max_delay: Duration::from_secs(8),
-        }
-    }
-}
 
 /// A handle on one node. Cheap to clone; every clone is the same node (share it between a UI
 /// thread and a sync thread).
@@ -218,140 +111,6 @@ impl Node {
             .config()?
             .ok_or_else(|| NodeError::NotInitialized { dir: dir.clone() })?;
         let transport = transport.unwrap_or_else(|| http_transport(cfg.packet_timeout));
-        Ok(Self::from_parts(dir, store, transport, options))
-    }
-
-    /// Sets up a node in `dir`: registers it with the server (or attaches to an existing
-    /// registration) and stores what it needs. Needs the server once; everything after works
-    /// offline.
-    pub fn init(dir: impl AsRef<Path>, opts: InitOptions) -> Result<Node, NodeError> {
-        Self::init_with(dir, opts, None, NodeOptions::default())
-    }
-
-    pub fn init_with(
-        dir: impl AsRef<Path>,
-        opts: InitOptions,
-        transport: Option<Arc<dyn Transport>>,
-        options: NodeOptions,
-    ) -> Result<Node, NodeError> {
-        let dir = dir.as_ref().to_path_buf();
-        let server_url = normalize_url(&opts.server_url)?;
-        NodeCode::parse(&opts.code).map_err(|e| NodeError::Invalid(e.message))?;
-        if opts.packet_timeout < 1 || opts.batch_size < 1 || opts.max_retries < 0 {
-            return Err(NodeError::Invalid(
-                "packet timeout and batch size must be at least 1, max retries at least 0".into(),
-            ));
-        }
-        let db = dir.join(DB_FILE);
-        if db.exists() {
-            let existing = Store::open(&db)?.config()?;
-            if let Some(cfg) = existing {
-                if !opts.force {
-                    return Err(NodeError::AlreadyInitialized {
-                        dir,
-                        code: cfg.code,
-                    });
-                }
-            }
-        }
-        let transport = transport.unwrap_or_else(|| http_transport(opts.packet_timeout));
-        let unreachable = |e: TransportError| match e {
-            TransportError::Network(m) => NodeError::Unreachable {
-                url: server_url.clone(),
-                message: m,
-            },
-            TransportError::Http { status, body } => NodeError::Rejected {
-                status,
-                message: body.message,
-                code: body.error,
-            },
-        };
-        let now = starsync_protocol::now_ts();
-        let (cfg, sent, received) = match &opts.attach {
-            None => {
-                let resp = transport
-                    .register(
-                        &server_url,
-                        opts.admin_token.as_deref(),
-                        &RegisterRequest {
-                            code: opts.code.clone(),
-                            name: opts.name.clone(),
-                            description: opts.description.clone(),
-                        },
-                    )
-                    .map_err(unreachable)?;
-                let cfg = ConfigRow {
-                    id: 1,
-                    server_url: server_url.clone(),
-                    node_id: resp.node_id,
-                    auth_token: resp.auth_token,
-                    server_node_id: resp.server_node_id,
-                    server_code: "server".into(),
-                    code: opts.code.clone(),
-                    name: opts.name.clone().unwrap_or_else(|| opts.code.clone()),
-                    schema_version: opts.schema_version.clone().unwrap_or(resp.schema_version),
-                    packet_timeout: opts.packet_timeout,
-                    max_retries: opts.max_retries,
-                    batch_size: opts.batch_size,
-                    max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
-                    created_at: now,
-                };
-                (cfg, 0, 0)
-            }
-            Some((node_id, token)) => {
-                let status = transport
-                    .node_status(&server_url, token, node_id)
-                    .map_err(unreachable)?;
-                let server_node_id =
-                    match (&opts.server_node_id, &opts.admin_token) {
-                        (Some(id), _) => id.clone(),
-                        (None, Some(admin)) => {
-                            transport
-                                .server_status(&server_url, admin)
-                                .map_err(unreachable)?
-                                .server_node_id
-                        }
-                        (None, None) => return Err(NodeError::Invalid(
-                            "attaching needs the server's node id: pass --server-node-id (shown \
-                             by `starsync status` on the server) or --admin-token"
-                                .into(),
-                        )),
-                    };
-                let cfg = ConfigRow {
-                    id: 1,
-                    server_url: server_url.clone(),
-                    node_id: node_id.clone(),
-                    auth_token: token.clone(),
-                    server_node_id,
-                    server_code: "server".into(),
-                    code: status.node_code.clone(),
-                    name: opts.name.clone().unwrap_or(status.node_name.clone()),
-                    schema_version: opts
-                        .schema_version
-                        .clone()
-                        .unwrap_or_else(|| "1.0.0".into()),
-                    packet_timeout: opts.packet_timeout,
-                    max_retries: opts.max_retries,
-                    batch_size: opts.batch_size,
-                    max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
-                    created_at: now,
-                };
-                (cfg, status.received_packet_no, status.acked_packet_no)
-            }
-        };
-        // Only now that the server accepted the registration (or attachment) is the old local
-        // database replaced: a failed `init --force` leaves it untouched.
-        if db.exists() {
-            for suffix in ["", "-wal", "-shm"] {
-                let p = dir.join(format!("{DB_FILE}{suffix}"));
-                if p.exists() {
-                    std::fs::remove_file(&p)?;
-                }
-            }
-        }
-        let store = Store::open(&db)?;
-        store.initialize(&cfg, sent, received)?;
-        restrict_permissions(&db);
         Ok(Self::from_parts(dir, store, transport, options))
     }
 
@@ -660,20 +419,10 @@ impl Node {
     }
 }
 
-fn http_transport(packet_timeout: i64) -> Arc<dyn Transport> {
+pub(crate) fn http_transport(packet_timeout: i64) -> Arc<dyn Transport> {
     Arc::new(HttpTransport::new(Duration::from_secs(
         packet_timeout.max(1) as u64,
     )))
-}
-
-fn normalize_url(url: &str) -> Result<String, NodeError> {
-    let u = url.trim().trim_end_matches('/');
-    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
-        return Err(NodeError::Invalid(format!(
-            "server URL {url:?} must look like http://host:port"
-        )));
-    }
-    Ok(u.to_string())
 }
 
 fn check_key(entity_type: &str, entity_uuid: &str) -> Result<(), NodeError> {
@@ -698,13 +447,12 @@ pub(crate) fn transport_error(url: &str, e: TransportError) -> NodeError {
     }
 }
 
-/// The database holds the node's token: keep it private to its owner.
-fn restrict_permissions(db: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(db, std::fs::Permissions::from_mode(0o600));
+pub(crate) fn normalize_url(url: &str) -> Result<String, NodeError> {
+    let u = url.trim().trim_end_matches('/');
+    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+        return Err(NodeError::Invalid(format!(
+            "server URL {url:?} must look like http://host:port"
+        )));
     }
-    #[cfg(not(unix))]
-    let _ = db;
+    Ok(u.to_string())
 }
