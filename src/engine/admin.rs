@@ -3,7 +3,7 @@
 
 use crate::store::history::HistoryFilter;
 use crate::store::models::{Entity, HistoryRow, Node};
-use crate::store::{entities, history, nodes, queue, Conn};
+use crate::store::{entities, history, nodes, pending, queue, Conn};
 use starsync_protocol::api::{
     ConflictRow, EntityView, NodeInfo, RegisterRequest, RegisterResponse, ResolveRequest,
     TokenResponse,
@@ -105,7 +105,7 @@ impl Engine {
     pub fn list_nodes(&self) -> EngineResult<Vec<NodeInfo>> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = super::status::pending_counts(c, &list)?;
+            let counts = pending::counts(c, &list)?;
             Ok(list
                 .into_iter()
                 .map(|n| {
@@ -123,7 +123,7 @@ impl Engine {
             Ok(nodes::by_id(c, &node.id)?.expect("node exists inside the transaction"))
         })?;
         tracing::info!(node = %node.code, active, "node active flag changed");
-        let pending = self.read(|c| Ok(super::status::pending_count(c, &node)?))?;
+        let pending = self.read(|c| Ok(pending::count(c, &node)?))?;
         Ok(node_info(node, pending))
     }
 
