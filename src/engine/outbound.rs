@@ -1,14 +1,15 @@
 //! Building the hub's packet for a node: its pending queue, oldest first, up to `batch_size`.
 //!
 //! The queue is the change log (`entities` ordered by `seq`) seen through the node's cursor,
-//! plus the node's own `sync_changes` rows. See docs/design.md.
+//! plus the node's own `sync_changes` rows: the rule in [`crate::store::pending`], whose SQL
+//! encoding picks the log's side here. See docs/design.md.
 
 use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
 use crate::store::models::{Entity, Node, OutPacket};
-use crate::store::{entities, queue, Conn, StoreError, StoreResult};
+use crate::store::{entities, pending, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::{self, Change, Packet, PACKET_FORMAT};
 
 /// The entries a packet will carry, and what acknowledging it settles.
@@ -30,7 +31,7 @@ pub fn select_pending(
 ) -> StoreResult<Selection> {
     let fetch = limit as i64 + 1;
     let cursor = node.acked_seq;
-    let log = entities::pending(conn, &node.id, cursor, node.registered_seq, fetch)?;
+    let log = pending::log_entries(conn, node, fetch)?;
     let rows = queue::pending(conn, &node.id, cursor, fetch)?;
 
     // Both lists are complete up to their last fetched seq when they were cut off.

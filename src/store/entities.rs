@@ -1,4 +1,5 @@
-//! Queries on `entities`, the entity store that doubles as the change log.
+//! Queries on `entities`, the entity store that doubles as the change log. Which log entries
+//! are pending for a node is the pending-queue rule, kept whole in [`super::pending`].
 
 use diesel::prelude::*;
 
@@ -62,67 +63,4 @@ pub fn count_live(conn: &mut Conn) -> StoreResult<i64> {
         .filter(e::is_deleted.eq(false))
         .count()
         .get_result(conn)?)
-}
-
-/// Filter for "change-log entries pending for a node": newer than its cursor, not a state the
-/// node already holds, and not a tombstone older than the node's registration.
-macro_rules! pending_filter {
-    ($node_id:expr, $cursor:expr, $registered_seq:expr) => {
-        e::seq
-            .gt($cursor)
-            .and(
-                e::holder_node_id
-                    .is_null()
-                    .or(e::holder_node_id.ne($node_id)),
-            )
-            .and(e::is_deleted.eq(false).or(e::seq.gt($registered_seq)))
-    };
-}
-
-/// The node's pending change-log entries, oldest first, at most `limit`.
-pub fn pending(
-    conn: &mut Conn,
-    node_id: &str,
-    cursor: i64,
-    registered_seq: i64,
-    limit: i64,
-) -> StoreResult<Vec<Entity>> {
-    Ok(e::entities
-        .filter(pending_filter!(node_id, cursor, registered_seq))
-        .order(e::seq.asc())
-        .limit(limit)
-        .load(conn)?)
-}
-
-pub fn count_pending(
-    conn: &mut Conn,
-    node_id: &str,
-    cursor: i64,
-    registered_seq: i64,
-) -> StoreResult<i64> {
-    Ok(e::entities
-        .filter(pending_filter!(node_id, cursor, registered_seq))
-        .count()
-        .get_result(conn)?)
-}
-
-/// True when the change log alone already makes this entity pending for the node.
-pub fn is_pending_in_log(ent: &Entity, node_id: &str, cursor: i64, registered_seq: i64) -> bool {
-    ent.seq > cursor
-        && ent.holder_node_id.as_deref() != Some(node_id)
-        && (!ent.is_deleted || ent.seq > registered_seq)
-}
-
-/// One change-log entry as the pending counts need it: (seq, holder, deleted).
-pub type LogEntry = (i64, Option<String>, bool);
-
-/// The change log in `seq` order after `after_seq`, at most `limit` entries (keyset paging, so
-/// callers can stream a large log in bounded memory).
-pub fn log_page(conn: &mut Conn, after_seq: i64, limit: i64) -> StoreResult<Vec<LogEntry>> {
-    Ok(e::entities
-        .filter(e::seq.gt(after_seq))
-        .order(e::seq.asc())
-        .select((e::seq, e::holder_node_id, e::is_deleted))
-        .limit(limit)
-        .load(conn)?)
 }

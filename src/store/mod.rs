@@ -7,6 +7,7 @@ pub mod entities;
 pub mod history;
 pub mod models;
 pub mod nodes;
+pub mod pending;
 pub mod queue;
 pub mod schema;
 

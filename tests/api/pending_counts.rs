@@ -1,143 +1,307 @@
-//! `pending_changes` is the same whichever view computes it (one node's status, the node list,
-//! the hub's statistics) and equals what the node then actually receives.
+//! The pending-queue rule on random logs (a property test).
+//!
+//! `src/store/pending.rs` writes one rule three ways: a SQL filter (`log_entries`,
+//! `count_in_log`), a predicate on one entity (`in_log`) and a one-pass counting formula
+//! (`counts_in_log`). A hand-written scenario only checks the logs its author thought of, so
+//! here proptest makes the logs: random sequences of nodes registering, writing and deleting
+//! entities through real exchanges (losing conflicts on the way, which queues the server's state
+//! for them), acknowledging by exchanging, and the admin writing. After every step the three
+//! encodings must agree with each other and with every HTTP view of `pending_changes` (one
+//! node's status, the hub's statistics, the node list); at the end every node drains its queue
+//! over HTTP, and what it receives must be exactly the pending set.
+//!
+//! The encodings are read straight from the test's database (the root crate is a library), the
+//! views over HTTP; both backends, like every test here (`STARSYNC_TEST_DATABASE_URL`).
 use crate::helpers::*;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use proptest::prelude::*;
 use serde_json::{json, Value};
+use starsync::store::{self, models::Entity, pending, queue, PooledConn};
 
-fn counts(app: &TestApp, node: &TestNode) -> (i64, i64, i64) {
-    let own = app.node_status(node)["pending_changes"].as_i64().unwrap();
-    let (_, list) = app.get("/api/sync/nodes", Some(ADMIN));
-    let listed = list["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == json!(node.id))
-        .unwrap()["pending_changes"]
-        .as_i64()
-        .unwrap();
-    let (_, stats) = app.get("/api/sync/status", Some(ADMIN));
-    let hub = stats["pending_counts"][&node.id]["pending_changes"]
-        .as_i64()
-        .unwrap();
-    (own, listed, hub)
+/// At most this many nodes register in one log.
+const MAX_NODES: usize = 4;
+/// Entities per type: few, so nodes keep writing the same ones and conflict.
+const PER_TYPE: usize = 3;
+/// `Doc` keeps the default `server_wins` (the loser gets the server's state queued for it);
+/// `Task` is `client_wins` with "done wins", whose merges are hub versions nobody holds.
+const TYPES: [&str; 2] = ["Doc", "Task"];
+const RULES: &str = r#"
+[conflicts.types.Task]
+strategy = "client_wins"
+priority_values = { status = "done" }
+"#;
+
+/// An entity as `type/uuid`.
+type Key = String;
+
+/// One step of a random log. Node numbers pick among the nodes registered so far (modulo), so
+/// shrinking a log never makes a step invalid.
+#[derive(Debug, Clone)]
+enum Op {
+    /// The next node registers (nothing once `MAX_NODES` have).
+    Register,
+    /// A node writes an entity, based on the version it last received (stale when others wrote
+    /// since: a conflict). `done` sets the priority value.
+    Write {
+        node: usize,
+        entity: usize,
+        done: bool,
+    },
+    /// A node deletes an entity, based on the version it last received.
+    Delete { node: usize, entity: usize },
+    /// A node exchanges an empty packet: it acknowledges its last answer and gets the next.
+    Sync { node: usize },
+    /// The admin writes or deletes an entity (a hub version: every node gets it).
+    Admin { entity: usize, delete: bool },
 }
 
-fn received(ex_changes: Vec<Value>) -> HashSet<String> {
-    ex_changes
+fn op() -> impl Strategy<Value = Op> {
+    let entity = 0..TYPES.len() * PER_TYPE;
+    prop_oneof![
+        1 => Just(Op::Register),
+        4 => (0..MAX_NODES, entity.clone(), any::<bool>())
+            .prop_map(|(node, entity, done)| Op::Write { node, entity, done }),
+        2 => (0..MAX_NODES, entity.clone()).prop_map(|(node, entity)| Op::Delete { node, entity }),
+        3 => (0..MAX_NODES).prop_map(|node| Op::Sync { node }),
+        1 => (entity, any::<bool>()).prop_map(|(entity, delete)| Op::Admin { entity, delete }),
+    ]
+}
+
+/// A server, its nodes, and a connection to its database for reading the encodings directly.
+struct World {
+    // Closed before the server and its database go (fields drop in order).
+    db: PooledConn,
+    app: TestApp,
+    nodes: Vec<TestNode>,
+    /// Per node: the entities of its latest answer, delivered but pending until acknowledged.
+    unacked: Vec<BTreeSet<Key>>,
+    /// (type, uuid) of every entity a step may touch.
+    entities: Vec<(String, String)>,
+    writes: u64,
+}
+
+fn key(t: &str, u: &str) -> Key {
+    format!("{t}/{u}")
+}
+
+fn keys_of(changes: &[Value]) -> BTreeSet<Key> {
+    changes
         .iter()
         .map(|c| {
-            format!(
-                "{}/{}",
+            key(
                 c["entity_type"].as_str().unwrap(),
-                c["entity_uuid"].as_str().unwrap()
+                c["entity_uuid"].as_str().unwrap(),
             )
         })
         .collect()
 }
 
-#[test]
-fn every_view_of_pending_changes_agrees_with_what_is_delivered() {
-    let app = TestApp::spawn_with("", &[("STARSYNC_BATCH_SIZE", "7")]);
-    let mut a = app.register("A");
-    let mut b = app.register("B");
-
-    // Entities in each node's latest answer: delivered, but pending until acknowledged.
-    let mut last: std::collections::HashMap<String, HashSet<String>> = Default::default();
-    let mut sync = |node: &mut TestNode, changes: Vec<Value>| {
-        let ex = node.sync(&app, changes);
-        assert_eq!(ex.status, 200, "{}", ex.body);
-        last.insert(node.code.clone(), received(ex.changes()));
-        ex
-    };
-
-    // Before C registers: entities, some deleted (old tombstones C must never count).
-    let uuids: Vec<String> = (0..20).map(|_| new_uuid()).collect();
-    sync(
-        &mut a,
-        uuids
+impl World {
+    fn new() -> World {
+        // A small batch, so packets are cut and cursors stop inside the log.
+        let app = TestApp::spawn_with(RULES, &[("STARSYNC_BATCH_SIZE", "2")]);
+        let url = app.cli_env()["DATABASE_URL"].clone();
+        let db = store::connect(&url, 1, 1000)
+            .expect("open the test database")
+            .get()
+            .unwrap();
+        let entities = TYPES
             .iter()
-            .map(|u| upsert("Doc", u, 0, json!({"v": 1})))
-            .collect(),
-    );
-    sync(
-        &mut a,
-        uuids[..5].iter().map(|u| delete("Doc", u, 1)).collect(),
-    );
-    let mut c = app.register("C");
-    let mut d = app.register("D");
+            .flat_map(|t| (0..PER_TYPE).map(|_| (t.to_string(), new_uuid())))
+            .collect();
+        let mut w = World {
+            db,
+            app,
+            nodes: Vec::new(),
+            unacked: Vec::new(),
+            entities,
+            writes: 0,
+        };
+        w.register();
+        w
+    }
 
-    // After: more entities from B, a later delete of a live one, an admin write.
-    while sync(&mut b, vec![]).more() {}
-    let more: Vec<String> = (0..9).map(|_| new_uuid()).collect();
-    sync(
-        &mut b,
-        more.iter()
-            .map(|u| upsert("Task", u, 0, json!({"t": 1})))
-            .collect(),
-    );
-    while sync(&mut a, vec![]).more() {}
-    sync(&mut a, vec![delete("Doc", &uuids[10], 1)]);
-    let (s, _) = app.put(
-        &format!("/api/sync/entities/Doc/{}", uuids[11]),
-        Some(ADMIN),
-        &json!({"data": {"v": "admin"}}),
-    );
-    assert_eq!(s, 200);
-    // A conflict answer queued for B (its stale edit of an entity A changed).
-    sync(
-        &mut a,
-        vec![change("UPDATE", "Doc", &uuids[12], 1, json!({"v": "a2"}))],
-    );
-    let ex = sync(
-        &mut b,
-        vec![change("UPDATE", "Doc", &uuids[12], 1, json!({"v": "b2"}))],
-    );
-    assert_eq!(ex.body["conflict_count"], 1, "{}", ex.body);
-    // D takes one packet and does not acknowledge it yet (its cursor stays behind).
-    assert!(sync(&mut d, vec![]).more());
-
-    for node in [&mut a, &mut b, &mut c, &mut d] {
-        let unacked = last.get(&node.code).cloned().unwrap_or_default();
-        let (own, listed, hub) = counts(&app, node);
-        assert_eq!(
-            (own, listed),
-            (own, own),
-            "{}: node status vs list",
-            node.code
-        );
-        assert_eq!(hub, own, "{}: hub statistics vs node status", node.code);
-        if node.code == "C" || node.code == "D" {
-            // 15 live Docs + 9 Tasks, minus the later delete: real backlogs, not zeros.
-            assert!(own >= 20, "{}: {own}", node.code);
+    fn register(&mut self) {
+        if self.nodes.len() < MAX_NODES {
+            let node = self.app.register(&format!("N{}", self.nodes.len()));
+            self.nodes.push(node);
+            self.unacked.push(BTreeSet::new());
         }
-        // Ground truth: what the node receives until nothing is pending.
-        let mut got = HashSet::new();
-        loop {
-            let ex = node.sync(&app, vec![]);
-            assert_eq!(ex.status, 200);
-            let more = ex.more();
-            got.extend(received(ex.changes()));
-            if !more {
-                break;
+    }
+
+    /// One exchange of node `i` (the node acknowledges its last answer, as a real node does).
+    fn exchange(&mut self, i: usize, changes: Vec<Value>) -> Exchange {
+        let ex = self.nodes[i].sync(&self.app, changes);
+        assert_eq!(ex.status, 200, "{}", ex.body);
+        self.unacked[i] = keys_of(&ex.changes());
+        ex
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let n = self.nodes.len();
+        match *op {
+            Op::Register => self.register(),
+            Op::Write { node, entity, done } => {
+                let (t, u) = self.entities[entity].clone();
+                let base = self.nodes[node % n].version_of(&t, &u);
+                self.writes += 1;
+                let status = if done { "done" } else { "open" };
+                let data = json!({"status": status, "n": self.writes});
+                self.exchange(node % n, vec![upsert(&t, &u, base, data)]);
+            }
+            Op::Delete { node, entity } => {
+                let (t, u) = self.entities[entity].clone();
+                let base = self.nodes[node % n].version_of(&t, &u);
+                self.exchange(node % n, vec![delete(&t, &u, base)]);
+            }
+            Op::Sync { node } => {
+                self.exchange(node % n, vec![]);
+            }
+            Op::Admin { entity, delete } => {
+                let (t, u) = &self.entities[entity];
+                let path = format!("/api/sync/entities/{t}/{u}");
+                let (s, body) = if delete {
+                    self.app.delete(&path, Some(ADMIN))
+                } else {
+                    self.writes += 1;
+                    let data = json!({"data": {"status": "open", "n": self.writes}});
+                    self.app.put(&path, Some(ADMIN), &data)
+                };
+                // Deleting an entity that was never written is 404; nothing changes.
+                assert!(s == 200 || (delete && s == 404), "{s} {body}");
             }
         }
-        // One more empty exchange acknowledges the last answer.
-        node.sync(&app, vec![]);
-        let truth: HashSet<String> = got.union(&unacked).cloned().collect();
-        assert_eq!(
-            truth.len() as i64,
-            own,
-            "{}: counted {own}, delivered {:?}",
-            node.code,
-            truth
-        );
-        assert_eq!(
-            counts(&app, node),
-            (0, 0, 0),
-            "{} after draining",
-            node.code
-        );
+    }
+
+    /// Checks that the three encodings and the three HTTP views agree for every node, and
+    /// returns each node's pending set (by node id).
+    fn check(&mut self, context: &str) -> BTreeMap<String, BTreeSet<Key>> {
+        let db = &mut *self.db;
+        let list = store::nodes::list(db).unwrap();
+        let log: Vec<Entity> = {
+            use diesel::prelude::*;
+            store::schema::entities::table.load(db).unwrap()
+        };
+        let one_pass = pending::counts_in_log(db, &list).unwrap();
+        let (_, stats) = self.app.get("/api/sync/status", Some(ADMIN));
+        let (_, listed) = self.app.get("/api/sync/nodes", Some(ADMIN));
+        let mut sets = BTreeMap::new();
+        for n in &list {
+            let at = format!(
+                "{context}, node {} (c={}, r={})",
+                n.code, n.acked_seq, n.registered_seq
+            );
+            // SQL: the rows, oldest first, one per entity.
+            let rows = pending::log_entries(db, n, i64::MAX).unwrap();
+            assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq), "{at}");
+            let sql: BTreeSet<Key> = rows
+                .iter()
+                .map(|e| key(&e.entity_type, &e.entity_uuid))
+                .collect();
+            assert_eq!(sql.len(), rows.len(), "{at}: one row per entity");
+            assert_eq!(
+                pending::count_in_log(db, n).unwrap(),
+                rows.len() as i64,
+                "{at}: SQL COUNT vs SQL rows"
+            );
+            // The predicate, over the whole log.
+            let predicate: BTreeSet<Key> = log
+                .iter()
+                .filter(|e| pending::in_log(e, n))
+                .map(|e| key(&e.entity_type, &e.entity_uuid))
+                .collect();
+            assert_eq!(predicate, sql, "{at}: predicate vs SQL filter");
+            // The one-pass formula.
+            assert_eq!(
+                one_pass[&n.id],
+                rows.len() as i64,
+                "{at}: one-pass count vs SQL filter"
+            );
+            // The queue: the log's entries plus the node's own rows, once per entity.
+            let mut set = sql;
+            for r in queue::pending(db, &n.id, n.acked_seq, i64::MAX).unwrap() {
+                set.insert(key(&r.entity_type, &r.entity_uuid));
+            }
+            let want = set.len() as i64;
+            let (s, own) = self
+                .app
+                .get(&format!("/api/sync/status/{}", n.id), Some(ADMIN));
+            assert_eq!(s, 200, "{own}");
+            assert_eq!(own["pending_changes"], want, "{at}: node status");
+            assert_eq!(
+                stats["pending_counts"][&n.id]["pending_changes"], want,
+                "{at}: hub statistics"
+            );
+            let in_list = listed["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["node_id"] == json!(n.id))
+                .unwrap();
+            assert_eq!(in_list["pending_changes"], want, "{at}: node list");
+            sets.insert(n.id.clone(), set);
+        }
+        sets
+    }
+
+    /// Every node drains its queue; what it receives (with its unacknowledged last answer) must
+    /// be exactly its pending set, and afterwards nothing is pending.
+    fn drain_all(&mut self) {
+        let pending = self.check("before draining");
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id.clone();
+            let mut got = std::mem::take(&mut self.unacked[i]);
+            loop {
+                let ex = self.exchange(i, vec![]);
+                got.extend(keys_of(&ex.changes()));
+                if !ex.more() {
+                    break;
+                }
+            }
+            // Acknowledge the last answer: nothing may be left, so the next answer is empty.
+            let ex = self.exchange(i, vec![]);
+            assert!(
+                ex.changes().is_empty(),
+                "{}: {:?}",
+                self.nodes[i].code,
+                ex.packet
+            );
+            assert_eq!(
+                got, pending[&id],
+                "{}: received vs pending",
+                self.nodes[i].code
+            );
+            let after = self.check(&format!("after {} drained", self.nodes[i].code));
+            assert!(
+                after[&id].is_empty(),
+                "{}: {:?}",
+                self.nodes[i].code,
+                after[&id]
+            );
+        }
+    }
+}
+
+proptest! {
+    // Each case runs a server; 24 random logs of up to 40 steps stay well under 20 s in a
+    // debug build. A failure shrinks to a short log, but bounded: every try starts a server.
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        max_shrink_iters: 300,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_three_encodings_of_the_pending_rule_agree_with_what_nodes_receive(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        let mut w = World::new();
+        for (step, op) in ops.iter().enumerate() {
+            w.apply(op);
+            w.check(&format!("step {step} ({op:?})"));
+        }
+        w.drain_all();
     }
 }

@@ -1,0 +1,124 @@
+//! Conflicts: listing the history rows and resolving manual conflicts.
+
+use crate::engine::{Engine, EngineError, EngineResult};
+use crate::store::history::HistoryFilter;
+use crate::store::models::HistoryRow;
+use crate::store::{entities, history};
+use starsync_protocol::api::{ConflictRow, EntityView, ResolveRequest};
+use starsync_protocol::{Resolution, Winner};
+
+use super::entities::{admin_write, entity_view};
+
+impl Engine {
+    pub fn list_conflicts(
+        &self,
+        filter: HistoryFilter,
+        before_id: Option<&str>,
+    ) -> EngineResult<Vec<ConflictRow>> {
+        self.read(|c| {
+            let mut filter = filter;
+            if let Some(id) = before_id {
+                let row = history::get(c, id)?.ok_or_else(|| {
+                    EngineError::InvalidRequest(format!("before={id:?} is not a conflict id"))
+                })?;
+                filter.before_seq = Some(row.seq);
+            }
+            history::list(c, &filter)?
+                .into_iter()
+                .map(conflict_row)
+                .collect::<EngineResult<_>>()
+        })
+    }
+
+    /// Resolves a manual conflict: new data, the stored losing version, or the server state.
+    pub fn resolve_conflict(&self, id: &str, req: ResolveRequest) -> EngineResult<EntityView> {
+        enum Choice {
+            Data(String),
+            History,
+            Server,
+        }
+        let choice =
+            match (&req.data, req.use_.as_deref()) {
+                (Some(d), None) if d.is_object() => Choice::Data(d.to_string()),
+                (Some(_), None) => {
+                    return Err(EngineError::InvalidRequest(
+                        "data must be a JSON object".into(),
+                    ))
+                }
+                (None, Some("history")) => Choice::History,
+                (None, Some("server")) => Choice::Server,
+                (None, Some(other)) => {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "use must be \"history\" or \"server\", not {other:?}"
+                    )))
+                }
+                _ => return Err(EngineError::InvalidRequest(
+                    "give exactly one of {\"data\": {...}} or {\"use\": \"history\"|\"server\"}"
+                        .into(),
+                )),
+            };
+        let now = starsync_protocol::now_ts();
+        let view = self.write(|c| {
+            let row = history::get(c, id)?
+                .ok_or_else(|| EngineError::NotFound(format!("no conflict {id:?}")))?;
+            if row.resolved_at.is_some() {
+                return Err(EngineError::AlreadyResolved(format!(
+                    "conflict {id} was already resolved ({}) by {}",
+                    row.conflict_resolution,
+                    row.resolved_by.as_deref().unwrap_or("?")
+                )));
+            }
+            let pending: Resolution = row
+                .conflict_resolution
+                .parse()
+                .map_err(|e| crate::store::StoreError::Corrupt(format!("history row {id}: {e}")))?;
+            let resolved = Resolution::new(pending.strategy, Winner::Admin);
+            let current = entities::get(c, &row.entity_type, &row.entity_uuid)?;
+            let ent = match choice {
+                Choice::Server => current.ok_or_else(|| {
+                    EngineError::NotFound("the conflicting entity no longer exists".into())
+                })?,
+                Choice::Data(d) => {
+                    admin_write(c, &row.entity_type, &row.entity_uuid, Some(d), &now)?
+                }
+                Choice::History => admin_write(
+                    c,
+                    &row.entity_type,
+                    &row.entity_uuid,
+                    Some(row.serialized_data.clone()),
+                    &now,
+                )?,
+            };
+            if !history::mark_resolved(c, id, &resolved.to_string(), &now)? {
+                return Err(EngineError::AlreadyResolved(format!(
+                    "conflict {id} was already resolved"
+                )));
+            }
+            Ok(entity_view(ent))
+        })?;
+        tracing::info!(conflict = %id, entity_type = %view.entity_type, version = view.version, "conflict resolved by admin");
+        Ok(view)
+    }
+}
+
+fn conflict_row(r: HistoryRow) -> EngineResult<ConflictRow> {
+    let conflict_resolution = r
+        .conflict_resolution
+        .parse()
+        .map_err(|e| crate::store::StoreError::Corrupt(format!("history row {}: {e}", r.id)))?;
+    Ok(ConflictRow {
+        serialized_data: serde_json::from_str(&r.serialized_data)
+            .unwrap_or(serde_json::Value::Null),
+        id: r.id,
+        entity_type: r.entity_type,
+        entity_uuid: r.entity_uuid,
+        source_node_id: r.source_node_id,
+        node_id: r.node_id,
+        arrival_time: r.arrival_time,
+        conflict_resolution,
+        server_version: r.server_version,
+        change_id: r.change_id,
+        resolved_at: r.resolved_at,
+        resolved_by: r.resolved_by,
+    })
+}

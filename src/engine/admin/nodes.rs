@@ -1,0 +1,142 @@
+//! Registration and node management: find, list, enable or disable, rotate tokens.
+
+use crate::engine::auth::{new_token, token_hash};
+use crate::engine::{Engine, EngineError, EngineResult};
+use crate::store::models::Node;
+use crate::store::{nodes, pending};
+use starsync_protocol::api::{NodeInfo, RegisterRequest, RegisterResponse, TokenResponse};
+use starsync_protocol::NodeCode;
+
+use super::SERVER_VERSION;
+
+impl Engine {
+    /// Registers a node. The token is returned here and never again.
+    pub fn register(&self, req: RegisterRequest) -> EngineResult<RegisterResponse> {
+        let code = req.code.trim().to_string();
+        NodeCode::parse(&code).map_err(|e| EngineError::InvalidRequest(e.message))?;
+        let name = req
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| code.clone());
+        if name.chars().count() > 200 {
+            return Err(EngineError::InvalidRequest(
+                "name must be at most 200 characters".into(),
+            ));
+        }
+        if req
+            .description
+            .as_ref()
+            .map(|d| d.chars().count())
+            .unwrap_or(0)
+            > 2000
+        {
+            return Err(EngineError::InvalidRequest(
+                "description must be at most 2000 characters".into(),
+            ));
+        }
+        let token = new_token();
+        let node = self.write(|conn| {
+            if code.eq_ignore_ascii_case(&self.server_code) || nodes::code_taken(conn, &code)? {
+                return Err(EngineError::CodeTaken(format!(
+                    "node code {code:?} is already registered; choose another code"
+                )));
+            }
+            let node = Node {
+                id: uuid::Uuid::new_v4().to_string(),
+                code: code.clone(),
+                name,
+                description: req.description.clone(),
+                token_hash: token_hash(&token),
+                active: true,
+                created_at: starsync_protocol::now_ts(),
+                last_sync_in: None,
+                last_sync_out: None,
+                received_packet_no: 0,
+                sent_packet_no: 0,
+                acked_packet_no: 0,
+                acked_seq: 0,
+                registered_seq: crate::store::last_seq(conn)?,
+            };
+            nodes::insert(conn, &node)?;
+            Ok(node)
+        })?;
+        tracing::info!(node = %node.code, node_id = %node.id, "node registered");
+        Ok(RegisterResponse {
+            node_id: node.id,
+            auth_token: token,
+            server_node_id: self.server_node_id.clone(),
+            server_version: SERVER_VERSION.to_string(),
+            schema_version: self.settings.sync.schema_version.clone(),
+        })
+    }
+
+    /// Finds a node by id or, failing that, by code (the CLI accepts either).
+    pub fn find_node(&self, id_or_code: &str) -> EngineResult<Node> {
+        self.read(|c| {
+            if let Some(n) = nodes::by_id(c, id_or_code)? {
+                return Ok(n);
+            }
+            nodes::by_code(c, id_or_code)?
+                .ok_or_else(|| EngineError::NotFound(format!("no node {id_or_code:?}")))
+        })
+    }
+
+    /// Finds a node by id only (HTTP routes name nodes by id).
+    pub fn find_node_by_id(&self, id: &str) -> EngineResult<Node> {
+        self.read(|c| {
+            nodes::by_id(c, id)?.ok_or_else(|| EngineError::NotFound(format!("no node {id:?}")))
+        })
+    }
+
+    pub fn list_nodes(&self) -> EngineResult<Vec<NodeInfo>> {
+        self.read(|c| {
+            let list = nodes::list(c)?;
+            let counts = pending::counts(c, &list)?;
+            Ok(list
+                .into_iter()
+                .map(|n| {
+                    let pending = counts[&n.id];
+                    node_info(n, pending)
+                })
+                .collect())
+        })
+    }
+
+    pub fn set_node_active(&self, id_or_code: &str, active: bool) -> EngineResult<NodeInfo> {
+        let node = self.find_node(id_or_code)?;
+        let node = self.write(|c| {
+            nodes::set_active(c, &node.id, active)?;
+            Ok(nodes::by_id(c, &node.id)?.expect("node exists inside the transaction"))
+        })?;
+        tracing::info!(node = %node.code, active, "node active flag changed");
+        let pending = self.read(|c| Ok(pending::count(c, &node)?))?;
+        Ok(node_info(node, pending))
+    }
+
+    /// Issues a new token; the old one stops working at once.
+    pub fn rotate_token(&self, id_or_code: &str) -> EngineResult<TokenResponse> {
+        let node = self.find_node(id_or_code)?;
+        let token = new_token();
+        self.write(|c| Ok(nodes::set_token_hash(c, &node.id, &token_hash(&token))?))?;
+        tracing::info!(node = %node.code, "node token rotated");
+        Ok(TokenResponse {
+            node_id: node.id,
+            auth_token: token,
+        })
+    }
+}
+
+pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
+    NodeInfo {
+        node_id: n.id,
+        code: n.code,
+        name: n.name,
+        description: n.description,
+        active: n.active,
+        created_at: n.created_at,
+        last_sync_in: n.last_sync_in,
+        last_sync_out: n.last_sync_out,
+        pending_changes: pending,
+    }
+}
