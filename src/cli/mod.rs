@@ -64,10 +64,18 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -110,11 +118,28 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// An engine for CLI work on the database (no HTTP, so no admin token is needed).
+/// An engine for CLI work on the server's existing database (no HTTP, so no admin token is
+/// needed). It never creates a database: run in the wrong directory or with a mistyped
+/// `DATABASE_URL`, an admin command would otherwise make a new empty hub and print node tokens
+/// the real server rejects. Only `serve` and `migrate` create one. It says which database it
+/// opened (on stderr, so `--json` output stays one document).
 fn open_engine(
     mut settings: Settings,
     batch: Option<usize>,
 ) -> Result<Engine, Box<dyn std::error::Error>> {
+    let url = settings.database_url();
+    if let crate::store::DbUrl::Sqlite(path) = crate::store::DbUrl::parse(&url)? {
+        if !path.is_file() {
+            return Err(format!(
+                "no starsync database at {}: run this where the server runs (same directory, \
+                 DATABASE_URL or STARSYNC_DATA_DIR); only `starsync serve` and `starsync migrate` \
+                 create a database",
+                path.display()
+            )
+            .into());
+        }
+    }
+    eprintln!("database: {}", crate::store::redact_url(&url));
     if let Some(b) = batch {
         if b == 0 {
             return Err("--max-changes must be at least 1".into());

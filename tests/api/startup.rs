@@ -145,3 +145,43 @@ fn an_unknown_database_scheme_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn admin_commands_never_create_a_database_and_say_which_one_they_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["status"][..],
+        &["nodes", "list"],
+        &["nodes", "register", "D1"],
+        &["conflicts", "list"],
+        &["export", "--node", "D1", "--out", "out"],
+    ] {
+        let out = starsync(dir.path(), args, &[]);
+        assert!(!out.status.success(), "{args:?} succeeded on no database");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no starsync database at") && err.contains("data/starsync.db"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !dir.path().join("data").exists(),
+            "{args:?} created a database"
+        );
+    }
+    // The same error as one JSON document with --json.
+    let out = starsync(dir.path(), &["--json", "status"], &[]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("no starsync database at"));
+    // Where a database exists, the command names it and works.
+    assert!(starsync(dir.path(), &["migrate"], &[]).status.success());
+    let out = starsync(dir.path(), &["--json", "status"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database: data/starsync.db"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_nodes"], 0);
+}
