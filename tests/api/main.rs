@@ -15,6 +15,7 @@ mod delivery;
 mod http_errors;
 mod idempotency;
 mod multiprocess;
+mod node_cli;
 mod node_e2e;
 mod node_faults;
 mod node_offline;

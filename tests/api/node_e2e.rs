@@ -185,7 +185,9 @@ fn rejected_changes_are_failed_and_can_be_retried_or_dropped() {
         &["queue", &new_uuid(), "bad-type", "INSERT", r#"{"x": 1}"#],
     );
     let good = ok(d, &["create", "Note", r#"{"text": "fine"}"#]);
-    let r = sync(d);
+    // Rejected changes: the sync completes, and its exit code tells a script (4).
+    let (code, r) = node(d, &["sync"]);
+    assert_eq!(code, 4, "{r}");
     assert_eq!(r["errors"].as_array().unwrap().len(), 2, "{r}");
     let failed = ok(d, &["failed"]);
     assert_eq!(failed.as_array().unwrap().len(), 2);
@@ -213,8 +215,11 @@ fn rejected_changes_are_failed_and_can_be_retried_or_dropped() {
         .to_string();
     ok(d, &["failed", "retry", &rate_id]);
     assert_eq!(ok(d, &["status"])["status"]["pending"], 1);
-    let r = sync(d);
+    let (code, r) = node(d, &["sync"]);
+    assert_eq!(code, 4, "{r}");
     assert_eq!(r["errors"].as_array().unwrap().len(), 1);
+    // Nothing new rejected: a clean sync exits 0.
+    sync(d);
     // Drop all: the outbox is clean and the never-accepted entity is gone locally.
     let dropped = ok(d, &["failed", "drop", "all"]);
     assert_eq!(dropped.as_array().unwrap().len(), 2);

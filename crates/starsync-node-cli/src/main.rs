@@ -2,7 +2,8 @@
 //! human text, or one JSON document with `--json`.
 //!
 //! Exit codes: 0 success; 1 usage or local error; 2 server unreachable (nothing lost, try
-//! again); 3 the server refused the request (see the message for the fix).
+//! again); 3 the server refused the request (see the message for the fix); 4 `sync` finished but
+//! the server rejected some changes (they are listed by `starsync-node failed`).
 
 #![forbid(unsafe_code)]
 
@@ -70,6 +71,9 @@ pub enum Command {
     Config(cmd::config::Args),
 }
 
+/// `sync` exchanged everything, but the server rejected at least one change.
+pub(crate) const EXIT_CHANGES_REJECTED: u8 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let json_out = cli.json;
     let registering = matches!(cli.command, Command::Init(_));
@@ -125,8 +130,8 @@ fn advice(e: &NodeError, registering: bool) -> Option<String> {
                 registration"
                 .into(),
             ErrorCode::Unauthorized => "the node's token was refused (node disabled or token \
-                rotated): ask the admin to enable the node, or re-attach with `starsync-node \
-                init --force --node-id ID --token NEW_TOKEN`"
+                rotated): ask the admin to enable the node, or store the rotated token with \
+                `starsync-node config token NEW_TOKEN` (local data and unsynced changes are kept)"
                 .into(),
             ErrorCode::CodeTaken => "choose another --code, or attach to the existing \
                 registration with --node-id and --token"

@@ -170,8 +170,9 @@ impl Node {
     }
 
     /// Changes one stored setting: `server_url`, `packet_timeout`, `max_retries`,
-    /// `batch_size`, `max_packet_bytes`, `schema_version`, `name`. A new timeout applies the
-    /// next time the node is opened.
+    /// `batch_size`, `max_packet_bytes`, `schema_version`, `name`, or `token` (the node token
+    /// after an admin rotated it: local data, the outbox and stored packets are kept, unlike a
+    /// new `init`). A new timeout applies the next time the node is opened.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<NodeInfo, NodeError> {
         let mut c = self.config()?;
         let num = |min: i64| -> Result<i64, NodeError> {
@@ -190,10 +191,19 @@ impl Node {
             "max_packet_bytes" => c.max_packet_bytes = num(1024)?,
             "schema_version" => c.schema_version = value.trim().to_string(),
             "name" => c.name = value.trim().to_string(),
+            "token" | "auth_token" => {
+                let token = value.trim();
+                if token.is_empty() || token.len() > 512 || !token.is_ascii() {
+                    return Err(NodeError::Invalid(
+                        "a node token is the text `starsync nodes rotate-token` printed".into(),
+                    ));
+                }
+                c.auth_token = token.to_string();
+            }
             _ => {
                 return Err(NodeError::Invalid(format!(
                     "unknown setting {key:?}; settings are server_url, packet_timeout, \
-                     max_retries, batch_size, max_packet_bytes, schema_version, name"
+                     max_retries, batch_size, max_packet_bytes, schema_version, name, token"
                 )))
             }
         }

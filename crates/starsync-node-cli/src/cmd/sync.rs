@@ -8,7 +8,13 @@ pub fn run(dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
     let node = Node::open(dir)?;
     let r = node.sync()?;
     print(j, &r, || sync_text(&r));
-    Ok(ExitCode::SUCCESS)
+    // Everything was exchanged, but a script must still learn that some changes will never
+    // reach the server as they are.
+    Ok(if r.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_CHANGES_REJECTED)
+    })
 }
 
 /// One sync report as text (also printed by `daemon` after each sync).
