@@ -11,7 +11,7 @@ pub mod pending;
 pub mod queue;
 pub mod schema;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -178,12 +178,32 @@ pub fn connect(url: &str, pool_size: u32, wal_autocheckpoint: u32) -> StoreResul
                 source,
             })?;
         }
+        // The database holds every node's data: private to its owner from the first byte.
+        // SQLite creates the -wal and -shm files with the database file's permissions.
+        create_private(path)?;
         // WAL is a property of the file: switch it once, before several pooled connections
         // race to do it on a new database.
         let text = path.display().to_string();
         let mut first = diesel::SqliteConnection::establish(&text)
             .map_err(|e| StoreError::Url(format!("cannot open SQLite database {text}: {e}")))?;
         first.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")?;
+    }
+    // One direct attempt first: an unreachable PostgreSQL is one clear line at once, not 30 s of
+    // the pool retrying and logging the same error again and again.
+    #[cfg(feature = "postgres")]
+    if let DbUrl::Postgres(text) = &url {
+        diesel::PgConnection::establish(text).map_err(|e| {
+            StoreError::Url(format!(
+                "cannot connect to PostgreSQL at {}: {} (check DATABASE_URL and that the server \
+                 is running)",
+                redact_url(text),
+                // libpq's message spans lines; a log line is one line.
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+        })?;
     }
     let manager = Manager {
         url: url.clone(),
@@ -202,6 +222,26 @@ pub fn connect(url: &str, pool_size: u32, wal_autocheckpoint: u32) -> StoreResul
     let mut conn = pool.get()?;
     run_migrations(&mut conn)?;
     Ok(pool)
+}
+
+/// Creates an empty file with mode 0600 when it does not exist yet (an existing database keeps
+/// the permissions its owner chose).
+fn create_private(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Checkpoints a SQLite WAL from a background thread, so commits never do it.

@@ -185,3 +185,55 @@ fn admin_commands_never_create_a_database_and_say_which_one_they_opened() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total_nodes"], 0);
 }
+
+#[test]
+fn the_sqlite_database_and_its_wal_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(starsync(dir.path(), &["migrate"], &[]).status.success());
+    // An admin command opens it again (WAL mode leaves -wal and -shm beside it while open).
+    let out = starsync(dir.path(), &["nodes", "register", "P1"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("starsync.db") {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no database file in {}", data.display());
+}
+
+#[test]
+fn an_unreachable_postgresql_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    let out = starsync(
+        dir.path(),
+        &["migrate"],
+        &[(
+            "DATABASE_URL",
+            "postgres://starsync:secret@127.0.0.1:1/starsync",
+        )],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("cannot connect to PostgreSQL at postgres://starsync:***@127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret"),
+        "the password is never printed: {err}"
+    );
+}
