@@ -15,38 +15,55 @@ pub enum NodesCmd {
     List,
     /// Register a node and print its token (shown only once).
     Register {
+        /// The node's unique code (1-64 of A-Z a-z 0-9 . _ -).
         code: String,
+        /// Human-readable name (default: the code).
         #[arg(long)]
         name: Option<String>,
+        /// Free text shown in node lists.
         #[arg(long)]
         description: Option<String>,
     },
     /// Disable a node: its token gets 401; its queue keeps filling.
-    Disable { node: String },
+    Disable {
+        /// The node's code or id.
+        node: String,
+    },
     /// Enable a disabled node.
-    Enable { node: String },
+    Enable {
+        /// The node's code or id.
+        node: String,
+    },
     /// Issue a new token for a node; the old one stops working at once.
-    RotateToken { node: String },
+    RotateToken {
+        /// The node's code or id.
+        node: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConflictsCmd {
     /// List conflicts, newest first.
     List {
+        /// Only manual conflicts not resolved yet.
         #[arg(long)]
         unresolved: bool,
+        /// Only conflicts on this entity type.
         #[arg(long)]
         entity_type: Option<String>,
+        /// Only conflicts on this entity id.
         #[arg(long)]
         entity_uuid: Option<String>,
         /// Node id or code whose changes met the conflicts.
         #[arg(long)]
         node: Option<String>,
+        /// Most rows to show.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
     /// Resolve a manual conflict.
     Resolve {
+        /// The conflict (history row) id, from `conflicts list`.
         id: String,
         /// New data for the entity (a JSON object).
         #[arg(long, conflicts_with = "use_")]

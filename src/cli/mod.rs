@@ -26,6 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
+    #[command(after_help = SERVE_ENV_HELP)]
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -44,6 +45,7 @@ pub enum Command {
     },
     /// Apply node packet files; directories are applied in packet_no order.
     Import {
+        /// Packet files (`*.syncpkt`) or directories holding them.
         #[arg(required = true)]
         paths: Vec<std::path::PathBuf>,
     },
@@ -59,6 +61,25 @@ pub enum Command {
     #[command(subcommand)]
     Conflicts(admin::ConflictsCmd),
 }
+
+/// Settings `serve` reads from the environment (the last layer: default file, then the file
+/// named by STARSYNC_CONFIG, then these). Kept beside the command so `serve --help` is the
+/// operator's reference; a test checks every variable the configuration reads is listed.
+const SERVE_ENV_HELP: &str = "\
+Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
+  STARSYNC_CONFIG             a TOML file layered over config/default.toml
+  STARSYNC_BIND               address to listen on (default 127.0.0.1:8080)
+  STARSYNC_DATA_DIR           where the SQLite database and the generated admin token live (data)
+  DATABASE_URL                sqlite://path, a file path, or postgres://user:pass@host/db
+  STARSYNC_ADMIN_TOKEN        admin token (at least 32 characters; generated under the data dir
+                              when unset)
+  STARSYNC_OPEN_REGISTRATION  true: nodes register without the admin token (default false)
+  STARSYNC_BATCH_SIZE         most changes per packet (default 100)
+  STARSYNC_SCHEMA_VERSION     the application data schema nodes must match (default 1.0.0)
+  STARSYNC_CONFLICT_STRATEGY  default strategy: server_wins, timestamp_wins, client_wins, manual
+  STARSYNC_MAX_BODY_BYTES     largest request body (default 16 MiB)
+  STARSYNC_MAX_PACKET_BYTES   largest decompressed packet (default 64 MiB)
+  RUST_LOG                    log filter (default info)";
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {

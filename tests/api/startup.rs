@@ -237,3 +237,114 @@ fn an_unreachable_postgresql_is_one_clear_line() {
         "the password is never printed: {err}"
     );
 }
+
+#[test]
+fn serve_help_lists_every_environment_variable_the_configuration_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = starsync(dir.path(), &["serve", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let source = include_str!("../../src/config.rs");
+    let mut names: Vec<&str> = source
+        .match_indices("\"STARSYNC_")
+        .map(|(i, _)| {
+            let rest = &source[i + 1..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    names.push("DATABASE_URL");
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            help.contains(name),
+            "`serve --help` does not list {name}:\n{help}"
+        );
+    }
+}
+
+/// Every argument and option of both programs explains itself in `--help`.
+#[test]
+fn every_cli_argument_has_help_text() {
+    let server = env!("CARGO_BIN_EXE_starsync").to_string();
+    let node = crate::helpers::node_bin().display().to_string();
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        (&server, vec!["serve"]),
+        (&server, vec!["migrate"]),
+        (&server, vec!["export"]),
+        (&server, vec!["import"]),
+        (&server, vec!["nodes", "list"]),
+        (&server, vec!["nodes", "register"]),
+        (&server, vec!["nodes", "disable"]),
+        (&server, vec!["nodes", "enable"]),
+        (&server, vec!["nodes", "rotate-token"]),
+        (&server, vec!["status"]),
+        (&server, vec!["conflicts", "list"]),
+        (&server, vec!["conflicts", "resolve"]),
+        (&node, vec!["init"]),
+        (&node, vec!["put"]),
+        (&node, vec!["create"]),
+        (&node, vec!["delete"]),
+        (&node, vec!["get"]),
+        (&node, vec!["list"]),
+        (&node, vec!["queue"]),
+        (&node, vec!["sync"]),
+        (&node, vec!["daemon"]),
+        (&node, vec!["export"]),
+        (&node, vec!["import"]),
+        (&node, vec!["status"]),
+        (&node, vec!["conflicts"]),
+        (&node, vec!["failed", "retry"]),
+        (&node, vec!["failed", "drop"]),
+        (&node, vec!["config"]),
+    ];
+    let mut missing = Vec::new();
+    for (bin, args) in &commands {
+        let out = Command::new(bin)
+            .args(args)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin} {args:?} --help");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = help.lines().collect();
+        let mut in_list = false;
+        for (i, line) in lines.iter().enumerate() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                in_list = *line == "Arguments:" || *line == "Options:";
+                continue;
+            }
+            let entry = line.trim_start();
+            let is_entry = in_list
+                && line.starts_with("  ")
+                && (entry.starts_with('-') || entry.starts_with('<') || entry.starts_with('['));
+            if !is_entry {
+                continue;
+            }
+            let described = entry.split("  ").filter(|p| !p.trim().is_empty()).count() >= 2
+                || lines
+                    .get(i + 1)
+                    .map(|next| {
+                        let n = next.trim_start();
+                        next.len() - n.len() > line.len() - entry.len()
+                            && !n.starts_with('-')
+                            && !n.starts_with('<')
+                    })
+                    .unwrap_or(false);
+            if !described {
+                missing.push(format!(
+                    "{} {}: {entry}",
+                    bin.rsplit('/').next().unwrap(),
+                    args.join(" ")
+                ));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "arguments without help text:\n{}",
+        missing.join("\n")
+    );
+}

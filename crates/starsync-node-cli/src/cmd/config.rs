@@ -4,7 +4,9 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Setting to change: server_url, packet_timeout, max_retries, batch_size, max_packet_bytes, schema_version, name, token.
     pub key: Option<String>,
+    /// Its new value.
     pub value: Option<String>,
 }
 

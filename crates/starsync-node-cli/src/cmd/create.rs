@@ -4,6 +4,7 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Entity type, like Estimate.
     pub entity_type: String,
     /// A JSON object; `-` reads standard input, `@FILE` reads a file.
     #[arg(value_name = "JSON")]

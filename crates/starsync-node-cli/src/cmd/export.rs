@@ -6,6 +6,7 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Directory to write the packet files into (created when missing).
     #[arg(long)]
     pub out: PathBuf,
 }

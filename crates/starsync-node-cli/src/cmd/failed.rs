@@ -69,9 +69,15 @@ pub fn run(args: Args, dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
 #[derive(Debug, Subcommand)]
 pub enum FailedAction {
     /// Queue a failed change again (by id from `failed`, change id, or `all`).
-    Retry { id: String },
+    Retry {
+        /// Outbox id from `failed`, a change id, or `all`.
+        id: String,
+    },
     /// Discard a failed change; the entity returns to the last known server state.
-    Drop { id: String },
+    Drop {
+        /// Outbox id from `failed`, a change id, or `all`.
+        id: String,
+    },
 }
 
 fn expand_ids(node: &Node, id: &str) -> Result<Vec<String>, NodeError> {

@@ -4,7 +4,9 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Entity type.
     pub entity_type: String,
+    /// The entity's id.
     pub uuid: String,
 }
 

@@ -8,6 +8,7 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Packet files (`*.syncpkt`) from the server, or directories holding them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }

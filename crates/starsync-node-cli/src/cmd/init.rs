@@ -14,6 +14,7 @@ pub struct Args {
     /// Human-readable name (default: the code).
     #[arg(long)]
     pub name: Option<String>,
+    /// Free text the server shows in node lists.
     #[arg(long)]
     pub description: Option<String>,
     /// Admin token for registration (unless the server has open registration).

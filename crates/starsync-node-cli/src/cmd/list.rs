@@ -4,6 +4,7 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Entity type to list.
     pub entity_type: String,
     /// Include deleted entities (tombstones).
     #[arg(long)]

@@ -4,7 +4,9 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Entity type, like Estimate (^[A-Za-z][A-Za-z0-9_]{0,63}$).
     pub entity_type: String,
+    /// The entity's id (a lowercase UUID).
     pub uuid: String,
     /// A JSON object; `-` reads standard input, `@FILE` reads a file.
     #[arg(value_name = "JSON")]

@@ -4,7 +4,9 @@ use super::prelude::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The entity's id, sent as is (not checked here).
     pub entity_id: String,
+    /// Entity type, sent as is (not checked here).
     pub entity_type: String,
     /// INSERT, UPDATE or DELETE.
     pub action: String,
