@@ -174,6 +174,33 @@ fn open_engine(
     )?)
 }
 
+/// Settings that are legal but risky, said once at start so an operator notices them.
+fn startup_warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    let bind = &settings.server.bind;
+    let host = bind.rsplit_once(':').map(|(h, _)| h).unwrap_or(bind);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !loopback {
+        out.push(format!(
+            "serving plain HTTP on {bind}: node tokens and data cross the network unencrypted; \
+             put a TLS-terminating proxy in front (README: Reverse proxy and TLS)"
+        ));
+    }
+    if settings.server.open_registration {
+        out.push(
+            "open registration is on: anyone who can reach this server can register a node and \
+             read every entity; set STARSYNC_OPEN_REGISTRATION=false unless this is a closed network"
+                .into(),
+        );
+    }
+    out
+}
+
 fn serve(settings: Settings) -> CliResult {
     actix_web::rt::System::new().block_on(async move {
         let db = crate::store::redact_url(&settings.database_url());
@@ -187,6 +214,9 @@ fn serve(settings: Settings) -> CliResult {
                 path.display(),
                 if *created { "generated now" } else { "existing" }
             ),
+        }
+        for warning in startup_warnings(app.engine.settings()) {
+            tracing::warn!("{warning}");
         }
         tracing::info!(
             database = %db,

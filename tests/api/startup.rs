@@ -348,3 +348,44 @@ fn every_cli_argument_has_help_text() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn risky_settings_are_warned_about_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STARSYNC_BIND", "0.0.0.0:0")
+        .env("STARSYNC_OPEN_REGISTRATION", "true")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    for line in lines {
+        let line = line.unwrap();
+        let done = line.contains("listening on");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join("\n");
+    assert!(
+        log.contains("WARN") && log.contains("plain HTTP on 0.0.0.0:0"),
+        "{log}"
+    );
+    assert!(log.contains("open registration is on"), "{log}");
+
+    // The defaults (loopback, closed registration) start without warnings.
+    let (mut child, _, log) = serve(dir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!log.join("\n").contains("WARN"), "{log:?}");
+}
