@@ -11,6 +11,7 @@ mod helpers;
 mod cli_offline;
 mod commit_order;
 mod conflicts;
+mod dashboard;
 mod delivery;
 mod entity_listing;
 mod http_errors;
