@@ -252,12 +252,22 @@ impl Browser {
         .and_then(|v| v[ELEMENT].as_str().map(str::to_string))
     }
 
-    /// Text shown by the first element matching `css` ("" when there is none or it is hidden).
+    /// Text shown by the first element matching `css` ("" when there is none). Read in one
+    /// script call: the page re-renders tables while polling, so an element found in one
+    /// request may be gone by the next.
     fn text(&self, css: &str) -> String {
-        self.find(css)
-            .map(|id| self.cmd("GET", &format!("/element/{id}/text"), None))
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({
+                "script": "const e = document.querySelector(arguments[0]); \
+                           return e ? e.innerText : '';",
+                "args": [css],
+            })),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
     }
 
     /// Whether the first element matching `css` takes up room on the page (hidden ones don't).
@@ -273,11 +283,20 @@ impl Browser {
         ) == true
     }
 
-    /// Waits until `css` is shown, then clicks it as a user would.
+    /// Waits until `css` is shown, then clicks it as a user would (again if the page replaced
+    /// the element between finding and clicking it).
     fn click(&self, css: &str) {
-        self.wait(&format!("{css} is shown"), |b| b.visible(css));
-        let id = self.find(css).unwrap();
-        self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
+        self.wait(&format!("{css} is shown and clicked"), |b| {
+            let Some(id) = b.find(css).filter(|_| b.visible(css)) else {
+                return false;
+            };
+            let path = format!("/session/{}/element/{id}/click", b.session);
+            match b.call("POST", &path, Some(json!({}))) {
+                Ok(_) => true,
+                Err(e) if e.contains("stale element") => false,
+                Err(e) => b.fail(&e),
+            }
+        });
     }
 
     /// Picks the option with `value` in the `select` (waiting for it to be offered).
@@ -479,6 +498,13 @@ fn dashboard_in_chromium_signs_in_manages_nodes_and_resolves_a_conflict() {
     let shot = target_dir().join("dashboard.png");
     browser.screenshot(&shot);
     eprintln!("dashboard screenshot: {}", shot.display());
+    // Edited text that is not a JSON object is refused in the page, and nothing is resolved.
+    browser.click("#cd-edit summary");
+    browser.type_into("#resolve-json", "[1, 2]");
+    browser.click("#resolve-edited");
+    browser.wait_text("#resolve-result", "must be a JSON object");
+    assert_eq!(app.conflicts("?unresolved=true").len(), 1);
+
     browser.click("#resolve-history");
     browser.wait_text("#resolve-result", "now version 3");
 

@@ -38,7 +38,19 @@
 
   function clear(node) {
     while (node.firstChild) node.removeChild(node.firstChild);
+    delete node.dataset.sig;
     return node;
+  }
+
+  /**
+   * Puts `rows` into a table body unless it already shows the same thing: polling then leaves
+   * an unchanged table alone, so a click or a text selection in it is not lost every few seconds.
+   */
+  function fillRows(tbody, rows) {
+    const sig = rows.map((r) => r.className + '|' + (r.dataset.id || r.dataset.nodeId || '') + '|' + r.textContent).join('\n');
+    if (tbody.dataset.sig === sig && tbody.rows.length === rows.length) return;
+    clear(tbody).append(...rows);
+    tbody.dataset.sig = sig;
   }
 
   function setText(id, text) {
@@ -317,26 +329,27 @@
     showConflictCount(status.unresolved_conflicts);
     setText('ov-entities', status.entities);
 
-    const body = clear($('ov-table').tBodies[0]);
     const top = nodes.slice().sort((a, b) => b.pending_changes - a.pending_changes).slice(0, 20);
+    const rows = [];
     for (const node of top) {
-      body.append(el('tr', {},
+      rows.push(el('tr', { 'data-node-id': node.node_id },
         el('td', {}, el('strong', {}, node.code)),
         el('td', {}, node.name),
         el('td', {}, stateBadge(node.active)),
         el('td', { class: 'num' }, node.pending_changes),
         timeCell(node.last_sync_in)));
     }
-    if (!nodes.length) body.append(el('tr', {}, el('td', { colspan: 5, class: 'muted' }, 'No node is registered yet.')));
+    if (!nodes.length) rows.push(el('tr', {}, el('td', { colspan: 5, class: 'muted' }, 'No node is registered yet.')));
+    fillRows($('ov-table').tBodies[0], rows);
   }
 
   // ---------- nodes ----------
 
   async function loadNodes() {
     const nodes = await fetchNodes();
-    const body = clear($('nodes-table').tBodies[0]);
+    const rows = [];
     for (const node of nodes) {
-      body.append(el('tr', { 'data-node-id': node.node_id },
+      rows.push(el('tr', { 'data-node-id': node.node_id },
         el('td', {}, el('strong', {}, node.code)),
         el('td', { title: node.description || '' }, node.name),
         el('td', {}, stateBadge(node.active)),
@@ -350,7 +363,8 @@
             : el('button', { type: 'button', class: 'node-enable', onclick: () => setActive(node, true) }, 'Enable'),
           el('button', { type: 'button', class: 'node-rotate', onclick: () => rotate(node) }, 'Rotate token'))));
     }
-    if (!nodes.length) body.append(el('tr', {}, el('td', { colspan: 8, class: 'muted' }, 'No node is registered yet.')));
+    if (!nodes.length) rows.push(el('tr', {}, el('td', { colspan: 8, class: 'muted' }, 'No node is registered yet.')));
+    fillRows($('nodes-table').tBodies[0], rows);
   }
 
   function confirmAction(text, okLabel) {
@@ -401,10 +415,10 @@
     const unresolved = $('unresolved-only').checked;
     const list = (await api('GET', '/conflicts?limit=200' + (unresolved ? '&unresolved=true' : ''))).conflicts;
     if (unresolved) showConflictCount(list.length);
-    const body = clear($('conflicts-table').tBodies[0]);
+    const rows = [];
     for (const c of list) {
       const open = state.conflict && state.conflict.id === c.id;
-      body.append(el('tr', { 'data-id': c.id, class: open ? 'selected' : null, tabindex: 0, onclick: () => guarded(() => openConflict(c)), onkeydown: (ev) => { if (ev.key === 'Enter') guarded(() => openConflict(c)); } },
+      rows.push(el('tr', { 'data-id': c.id, class: open ? 'selected' : null, tabindex: 0, onclick: () => guarded(() => openConflict(c)), onkeydown: (ev) => { if (ev.key === 'Enter') guarded(() => openConflict(c)); } },
         timeCell(c.arrival_time),
         el('td', {}, c.entity_type),
         el('td', { class: 'mono' }, c.entity_uuid),
@@ -415,6 +429,7 @@
           ? el('span', { class: 'badge ok', title: c.resolved_at }, 'resolved by ' + (c.resolved_by || '?'))
           : el('span', { class: 'badge warn' }, 'unresolved'))));
     }
+    fillRows($('conflicts-table').tBodies[0], rows);
     $('conflicts-empty').hidden = list.length > 0;
   }
 
