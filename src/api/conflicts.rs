@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{admin, bearer, blocking, parse_json, read_body};
+use super::extract::{admin, bearer, blocking, limit_param, parse_json, read_body};
 use crate::engine::{Caller, Engine, EngineError};
 use crate::store::history::HistoryFilter;
 use starsync_protocol::api::{ConflictList, ResolveRequest};
@@ -42,18 +42,7 @@ async fn list(
             .into())
         }
     };
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => 100,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::from(EngineError::InvalidRequest(
-                    "limit must be a whole number from 1 to 1000".into(),
-                ))
-            })?,
-    };
+    let limit = limit_param(q.limit.as_deref(), 100, 1000)?;
     let token = bearer(&req);
     let filter = HistoryFilter {
         entity_type: q.entity_type.filter(|s| !s.is_empty()),

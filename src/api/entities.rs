@@ -1,20 +1,62 @@
-//! Admin access to entities: read, write and delete as the hub (server-authored versions that
-//! reach every node; the only way to change an `immutable` type).
+//! Admin access to entities: list them by type (the dashboard's browser), read, write and delete
+//! as the hub (server-authored versions that reach every node; the only way to change an
+//! `immutable` type).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use serde::Deserialize;
+
 use super::error::{ApiError, ApiResult};
-use super::extract::{admin, blocking, parse_json, read_body};
-use crate::engine::Engine;
+use super::extract::{admin, blocking, limit_param, parse_json, read_body};
+use crate::engine::admin::entities::MAX_PAGE;
+use crate::engine::{Engine, EngineError};
 use starsync_protocol::api::EntityWrite;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/api/sync/entity-types").route(web::get().to(types)))
+        .service(super::resource("/api/sync/entities").route(web::get().to(list)));
     cfg.service(
         super::resource("/api/sync/entities/{entity_type}/{entity_uuid}")
             .route(web::get().to(get))
             .route(web::put().to(put))
             .route(web::delete().to(delete)),
     );
+}
+
+/// `GET /api/sync/entities?entity_type=&after=&limit=`. Strings, so that a bad value is the
+/// protocol's 422 with a sentence rather than serde's rejection.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    entity_type: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let q = query.into_inner();
+    let entity_type = q.entity_type.filter(|s| !s.is_empty()).ok_or_else(|| {
+        EngineError::InvalidRequest(
+            "entity_type is required (GET /api/sync/entity-types lists them)".into(),
+        )
+    })?;
+    let limit = limit_param(q.limit.as_deref(), 100, MAX_PAGE)?;
+    let after = q.after.filter(|s| !s.is_empty());
+    let page = blocking(&engine, move |e| {
+        e.list_entities(&entity_type, after.as_deref(), limit)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+async fn types(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    admin(&engine, &req).await?;
+    let list = blocking(&engine, |e| e.list_entity_types()).await?;
+    Ok(HttpResponse::Ok().json(list))
 }
 
 async fn get(

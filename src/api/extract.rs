@@ -76,3 +76,20 @@ pub async fn admin(engine: &web::Data<Engine>, req: &HttpRequest) -> ApiResult<(
     let token = bearer(req);
     blocking(engine, move |e| e.require_admin(token.as_deref())).await
 }
+
+/// A `limit` query parameter: absent or empty gives `default`; anything but a whole number from
+/// 1 to `max` is 422 `invalid_request` (one rule for every paged admin list).
+pub fn limit_param(raw: Option<&str>, default: i64, max: i64) -> ApiResult<i64> {
+    match raw.filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::from(EngineError::InvalidRequest(format!(
+                    "limit must be a whole number from 1 to {max}"
+                )))
+            }),
+    }
+}

@@ -2,6 +2,7 @@
 //! Each module exposes one `configure`.
 
 pub mod conflicts;
+pub mod dashboard;
 pub mod entities;
 pub mod error;
 pub mod extract;
@@ -42,4 +43,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     nodes::configure(cfg);
     conflicts::configure(cfg);
     entities::configure(cfg);
+    dashboard::configure(cfg);
 }

@@ -42,6 +42,7 @@ impl Engine {
         self.read(|c| {
             let list = nodes::list(c)?;
             let counts = pending::counts(c, &list)?;
+            let packets_received = list.iter().map(|n| n.received_packet_no).sum();
             let mut pending_counts = BTreeMap::new();
             for n in list {
                 pending_counts.insert(
@@ -60,6 +61,7 @@ impl Engine {
                 unresolved_conflicts: history::count_unresolved(c, None)?,
                 pending_counts,
                 timestamp: starsync_protocol::now_ts(),
+                packets_received,
             })
         })
     }

@@ -64,3 +64,42 @@ pub fn count_live(conn: &mut Conn) -> StoreResult<i64> {
         .count()
         .get_result(conn)?)
 }
+
+/// Up to `limit` entities of one type (tombstones included) with ids after `after`, by id: the
+/// primary key's order, so a page is one index range scan however large the table.
+pub fn page(
+    conn: &mut Conn,
+    entity_type: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<Entity>> {
+    let mut q = e::entities
+        .filter(e::entity_type.eq(entity_type))
+        .order(e::entity_uuid.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(e::entity_uuid.gt(after));
+    }
+    Ok(q.load(conn)?)
+}
+
+/// The distinct entity types, sorted, at most `max` of them. One index seek per type (the
+/// primary key starts with the type) instead of `SELECT DISTINCT`, which reads every row's key.
+pub fn types(conn: &mut Conn, max: usize) -> StoreResult<Vec<String>> {
+    let mut found: Vec<String> = Vec::new();
+    while found.len() < max {
+        let mut q = e::entities
+            .select(e::entity_type)
+            .order(e::entity_type.asc())
+            .into_boxed();
+        if let Some(last) = found.last() {
+            q = q.filter(e::entity_type.gt(last.clone()));
+        }
+        match q.first::<String>(conn).optional()? {
+            Some(t) => found.push(t),
+            None => break,
+        }
+    }
+    Ok(found)
+}

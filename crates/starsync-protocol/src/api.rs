@@ -110,6 +110,11 @@ pub struct ServerStatus {
     pub unresolved_conflicts: i64,
     pub pending_counts: std::collections::BTreeMap<String, PendingCount>,
     pub timestamp: String,
+    /// Node packets the hub has applied, ever (the sum of every node's `received_packet_no`;
+    /// every exchange carries one, duplicates excluded). Two readings give exchanges per second
+    /// across every server process on the database, which an in-process counter would not.
+    #[serde(default)]
+    pub packets_received: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -187,4 +192,19 @@ pub struct EntityView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityWrite {
     pub data: serde_json::Value,
+}
+
+/// One page of `GET /api/sync/entities?entity_type=…&after=…&limit=…`, ordered by entity id.
+/// Tombstones are included (with `deleted: true`): they are part of what nodes receive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityPage {
+    pub entities: Vec<EntityView>,
+    /// The `after` that fetches the next page; `null` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// `GET /api/sync/entity-types`: every type the hub stores (tombstones count), sorted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityTypeList {
+    pub entity_types: Vec<String>,
 }

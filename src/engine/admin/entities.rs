@@ -4,10 +4,61 @@ use crate::engine::apply::SeqAlloc;
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Entity;
 use crate::store::{entities, queue, Conn};
-use starsync_protocol::api::EntityView;
+use starsync_protocol::api::{EntityPage, EntityTypeList, EntityView};
 use starsync_protocol::{EntityId, EntityType, InvalidId};
 
+/// The most entities one page may hold (the default page is 100).
+pub const MAX_PAGE: i64 = 1000;
+
+/// The most types `list_entity_types` reports; a hub with more has a naming problem that a
+/// longer list would not help with.
+const MAX_TYPES: usize = 10_000;
+
 impl Engine {
+    /// One page of entities of a type, by id (the admin's entity browser). `after` is the last
+    /// id of the previous page (it need not exist: paging goes on from where it would be); the answer's `next_after` is the next page's `after`, `None` on
+    /// the last page (one extra row is read to know, so a full last page does not lead to an
+    /// empty one).
+    pub fn list_entities(
+        &self,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> EngineResult<EntityPage> {
+        let invalid = |e: InvalidId| EngineError::InvalidRequest(e.message);
+        EntityType::parse(entity_type).map_err(invalid)?;
+        if let Some(a) = after {
+            EntityId::parse(a)
+                .map_err(|e| EngineError::InvalidRequest(format!("after: {}", e.message)))?;
+        }
+        // The API refuses a limit outside 1..=MAX_PAGE (`api::extract::limit_param`); the clamp
+        // only keeps other callers from reading the whole table.
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.read(|c| {
+            let mut rows = entities::page(c, entity_type, after, limit + 1)?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            let next_after = if more {
+                rows.last().map(|e| e.entity_uuid.clone())
+            } else {
+                None
+            };
+            Ok(EntityPage {
+                entities: rows.into_iter().map(entity_view).collect(),
+                next_after,
+            })
+        })
+    }
+
+    /// Every entity type the hub stores (tombstones count), sorted.
+    pub fn list_entity_types(&self) -> EngineResult<EntityTypeList> {
+        self.read(|c| {
+            Ok(EntityTypeList {
+                entity_types: entities::types(c, MAX_TYPES)?,
+            })
+        })
+    }
+
     pub fn get_entity(&self, entity_type: &str, uuid: &str) -> EngineResult<EntityView> {
         check_entity_key(entity_type, uuid)?;
         self.read(|c| {

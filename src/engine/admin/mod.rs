@@ -2,7 +2,7 @@
 //! entity writes by the admin, one file per kind (`nodes`, `conflicts`, `entities`).
 
 mod conflicts;
-mod entities;
+pub mod entities;
 mod nodes;
 
 /// Version string reported to registering nodes.
