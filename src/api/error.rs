@@ -47,7 +47,9 @@ impl ApiError {
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }
-                E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
+                E::Store(_) | E::Io(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
+                }
             },
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
