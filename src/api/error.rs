@@ -20,6 +20,9 @@ pub enum ApiError {
     /// Over the body limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The body arrived too slowly (408): see `extract::BodyDeadline`.
+    #[error("{0}")]
+    Timeout(String),
     /// The blocking pool was shut down or a worker panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,6 +56,7 @@ impl ApiError {
             },
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::MethodNotAllowed(_) => {

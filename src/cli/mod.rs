@@ -129,6 +129,8 @@ fn open_engine(
 }
 
 fn serve(settings: Settings) -> CliResult {
+    // Before anything opens a file: every client connection is a descriptor.
+    let open_files = crate::startup::raise_open_file_limit();
     actix_web::rt::System::new().block_on(async move {
         let db = crate::store::redact_url(&settings.database_url());
         let app = Application::build(settings).await?;
@@ -141,6 +143,17 @@ fn serve(settings: Settings) -> CliResult {
                 path.display(),
                 if *created { "generated now" } else { "existing" }
             ),
+        }
+        match open_files {
+            Some((before, after)) if after > before => tracing::info!(
+                "open file limit raised from {before} to {after}; at most {} connections",
+                app.max_connections
+            ),
+            Some((_, now)) => tracing::info!(
+                "open file limit {now}; at most {} connections",
+                app.max_connections
+            ),
+            None => tracing::info!("at most {} connections", app.max_connections),
         }
         tracing::info!(
             database = %db,
