@@ -369,6 +369,30 @@ mod tests {
     }
 
     #[test]
+    fn body_deadline_and_connection_settings_come_from_the_environment() {
+        let mut env = HashMap::new();
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(
+            (s.server.body_timeout_secs, s.server.body_min_bytes_per_sec),
+            (30, 16384)
+        );
+        assert_eq!(s.server.max_connections, 25_000);
+        env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "5".into());
+        env.insert("STARSYNC_BODY_MIN_BYTES_PER_SEC".into(), "100".into());
+        env.insert("STARSYNC_MAX_CONNECTIONS".into(), "500".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(
+            (s.server.body_timeout_secs, s.server.body_min_bytes_per_sec),
+            (5, 100)
+        );
+        assert_eq!(s.server.max_connections, 500);
+        // No deadline at all would bring back connections held forever.
+        env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "0".into());
+        let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();
+        assert!(err.to_string().contains("body_timeout_secs"), "{err}");
+    }
+
+    #[test]
     fn bad_env_names_the_variable() {
         let mut env = HashMap::new();
         env.insert("STARSYNC_CONFLICT_STRATEGY".into(), "random".into());
