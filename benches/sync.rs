@@ -5,6 +5,7 @@
 //! cargo bench --bench sync -- --quick               # 10x smaller, for a quick look
 //! cargo bench --bench sync -- --postgres URL        # PostgreSQL (URL of a role that may CREATE DATABASE)
 //! cargo bench --bench sync -- --json out.json       # where the JSON goes (default target/bench/sync-<backend>.json)
+//! cargo bench --bench sync -- --only abuse          # 10,000 slow connections (--slow N for another count)
 //! ```
 //!
 //! It prints a table and writes JSON so figures can be compared between commits. The client
@@ -25,6 +26,11 @@ const ADMIN: &str = "bench-admin-token-0123456789abcdef0123456789";
 struct Opts {
     /// Scenario numbers to run (1-6); empty = all.
     only: Vec<u32>,
+    /// Named scenarios (`--only abuse`); when only names are given, the numbered ones are
+    /// skipped.
+    names: Vec<String>,
+    /// Slow connections of the `abuse` scenario.
+    slow: usize,
     scale: usize,
     postgres: Option<String>,
     json_out: Option<PathBuf>,
@@ -39,6 +45,8 @@ impl Opts {
 fn parse_opts() -> Opts {
     let mut o = Opts {
         only: Vec::new(),
+        names: Vec::new(),
+        slow: 10_000,
         scale: 1,
         postgres: None,
         json_out: None,
@@ -48,13 +56,15 @@ fn parse_opts() -> Opts {
         match a.as_str() {
             "--quick" => o.scale = 10,
             "--only" => {
-                o.only = args
-                    .next()
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|n| n.trim().parse().ok())
-                    .collect()
+                for item in args.next().unwrap_or_default().split(',') {
+                    match item.trim().parse() {
+                        Ok(n) => o.only.push(n),
+                        Err(_) if !item.trim().is_empty() => o.names.push(item.trim().into()),
+                        Err(_) => {}
+                    }
+                }
             }
+            "--slow" => o.slow = args.next().and_then(|n| n.parse().ok()).unwrap_or(o.slow),
             "--postgres" => o.postgres = args.next(),
             "--json" => o.json_out = args.next().map(PathBuf::from),
             "--bench" => {}
@@ -82,6 +92,11 @@ enum Db {
 
 impl Server {
     fn start(opts: &Opts, batch: usize) -> Server {
+        Self::start_with(opts, batch, &[])
+    }
+
+    /// A server with extra environment variables (settings of one scenario).
+    fn start_with(opts: &Opts, batch: usize, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (url, db) = match &opts.postgres {
             None => (
@@ -115,6 +130,7 @@ impl Server {
             .env("STARSYNC_ADMIN_TOKEN", ADMIN)
             .env("STARSYNC_BATCH_SIZE", batch.to_string())
             .env("STARSYNC_CONFIG", dir.path().join("none.toml"))
+            .envs(env.iter().copied())
             // STARSYNC_BENCH_LOG=info keeps the per-exchange log lines (with engine
             // milliseconds) in target/bench/server.log, for profiling.
             .env(
@@ -456,6 +472,18 @@ fn main() {
         "starsync benchmark: backend {backend}, {n} changes, batch {batch}, {} cores",
         num_cpus()
     );
+    if !opts.names.is_empty() {
+        for name in &opts.names {
+            match name.as_str() {
+                "abuse" => abuse_slow_connections(&opts, &mut r),
+                other => eprintln!("unknown scenario {other}"),
+            }
+        }
+        if opts.only.is_empty() {
+            write_report(&opts, backend, n, batch, &r);
+            return;
+        }
+    }
 
     // (1) ingest with one node, and (4) initial sync of a new node from that data.
     let mut wire = Wire::default();
@@ -732,6 +760,11 @@ fn main() {
         "x",
     );
 
+    write_report(&opts, backend, n, batch, &r);
+}
+
+/// Writes the JSON report and prints the table.
+fn write_report(opts: &Opts, backend: &str, n: usize, batch: usize, r: &Report) {
     let out = opts
         .json_out
         .clone()
@@ -878,4 +911,279 @@ fn git_commit() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--only abuse`: slow connections
+
+/// Grace of the server's body deadline in the `abuse` scenario: long enough for every slow
+/// connection to be open and held while latencies are measured, short enough to watch the
+/// deadline free them afterwards.
+const ABUSE_BODY_TIMEOUT_SECS: u64 = 60;
+
+/// Opens `--slow N` connections (default 10,000) that each send a valid node token, a
+/// `Content-Length` of 1 MB and the first bytes of an exchange body, then half trickle one byte
+/// a second and half stall. While they are held, measures `/health` (a new connection per
+/// request) and a normal node's exchanges against a baseline taken before; then waits for the
+/// body deadline and counts the connections the server answered 408 and closed.
+fn abuse_slow_connections(opts: &Opts, r: &mut Report) {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    // Every slow connection is a descriptor here as well as in the server.
+    let reserve = 200;
+    let hard = rlimit::Resource::NOFILE.get().map(|(_, h)| h).unwrap_or(0);
+    let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let mut n = opts.slow;
+    if (n + reserve) as u64 > soft {
+        n = (soft as usize).saturating_sub(reserve);
+        println!(
+            "  note: this process may open {soft} files (hard limit {hard}); {} slow connections \
+             need {}: using {n}",
+            opts.slow,
+            opts.slow + reserve
+        );
+    }
+    let timeout = ABUSE_BODY_TIMEOUT_SECS.to_string();
+    let server = Server::start_with(opts, 100, &[("STARSYNC_BODY_TIMEOUT_SECS", &timeout)]);
+    let client = Client::new(&server.base);
+    let slow_node = client.register("slow");
+    let mut normal = client.register("normal");
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .unwrap();
+
+    // Latencies of one round: /health on a new connection each time, and exchanges carrying
+    // one new entity each on the node's kept connection.
+    let mut next_entity = 0usize;
+    let mut measure = |normal: &mut BenchNode, rounds: usize| -> (Vec<f64>, Vec<f64>) {
+        let mut health = Vec::with_capacity(rounds);
+        let mut exchange = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let status = raw_health(addr);
+            health.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200, "/health while slow connections are held");
+            let body = client.envelope(normal, &[insert_change(next_entity)]);
+            next_entity += 1;
+            let t = Instant::now();
+            client.exchange_body(normal, &body);
+            exchange.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (health, exchange)
+    };
+    let (base_health, base_exchange) = measure(&mut normal, 100);
+
+    // Open the slow connections.
+    let head = format!(
+        "POST /api/sync/exchange HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{\"packet_data\": \"",
+        slow_node.token
+    );
+    let start = Instant::now();
+    let mut slow: Vec<TcpStream> = Vec::with_capacity(n);
+    let mut failed_connects = 0usize;
+    for _ in 0..n {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+            Ok(mut s) => {
+                if s.write_all(head.as_bytes()).is_ok() {
+                    s.set_nonblocking(true).unwrap();
+                    slow.push(s);
+                } else {
+                    failed_connects += 1;
+                }
+            }
+            Err(_) => failed_connects += 1,
+        }
+    }
+    let opened_in = start.elapsed();
+    println!(
+        "  opened {} slow connections in {:.1} s ({failed_connects} failed)",
+        slow.len(),
+        opened_in.as_secs_f64()
+    );
+
+    // Half of them trickle one byte a second until told to stop; the others stall.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (health, exchange, held_during, server_fds, server_rss) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for conn in slow.iter().step_by(2) {
+                    let _ = (&*conn).write(b"0");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        // Let the server take every connection through authentication to the body read.
+        std::thread::sleep(Duration::from_secs(3));
+        let (health, exchange) = measure(&mut normal, 200);
+        let held = count_held(&slow);
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let rss = server.peak_rss_mib();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (health, exchange, held, fds, rss)
+    });
+    let measured_by = start.elapsed();
+    assert!(
+        measured_by < Duration::from_secs(ABUSE_BODY_TIMEOUT_SECS),
+        "measuring took longer than the body grace ({measured_by:?}): raise ABUSE_BODY_TIMEOUT_SECS"
+    );
+
+    // The body deadline frees them: wait past the grace and count the 408 answers.
+    let wait_until = start + Duration::from_secs(ABUSE_BODY_TIMEOUT_SECS + 15);
+    while Instant::now() < wait_until && count_held(&slow) > 0 {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let freed_after = start.elapsed();
+    let (answered_408, closed) = count_answers(&slow);
+    let held_after = count_held(&slow);
+    let (after_health, after_exchange) = measure(&mut normal, 50);
+    drop(slow);
+
+    let p = |v: &[f64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    };
+    r.add(
+        "abuse_slow_connections_opened",
+        &format!(
+            "(abuse) slow connections opened (of {n}; body grace {ABUSE_BODY_TIMEOUT_SECS} s)"
+        ),
+        (n - failed_connects) as f64,
+        "connections",
+    );
+    r.add(
+        "abuse_slow_connections_held",
+        "    held open by the server while measuring",
+        held_during as f64,
+        "connections",
+    );
+    r.add(
+        "abuse_server_open_fds",
+        "    server open file descriptors",
+        server_fds as f64,
+        "fds",
+    );
+    r.add(
+        "abuse_server_peak_rss_mib",
+        "    server peak RSS",
+        server_rss,
+        "MiB",
+    );
+    for (key, label, base, held, after) in [
+        (
+            "health",
+            "GET /health (new connection)",
+            &base_health,
+            &health,
+            &after_health,
+        ),
+        (
+            "exchange",
+            "exchange, 1 change",
+            &base_exchange,
+            &exchange,
+            &after_exchange,
+        ),
+    ] {
+        r.add(
+            &format!("abuse_{key}_baseline_p50_ms"),
+            &format!("    {label}, before: p50"),
+            p(base, 0.5),
+            "ms",
+        );
+        r.add(
+            &format!("abuse_{key}_held_p50_ms"),
+            &format!("    {label}, {held_during} held: p50"),
+            p(held, 0.5),
+            "ms",
+        );
+        r.add(
+            &format!("abuse_{key}_held_p99_ms"),
+            "        p99",
+            p(held, 0.99),
+            "ms",
+        );
+        r.add(
+            &format!("abuse_{key}_held_max_ms"),
+            "        max",
+            p(held, 1.0),
+            "ms",
+        );
+        r.add(
+            &format!("abuse_{key}_after_p50_ms"),
+            &format!("    {label}, after they were cut: p50"),
+            p(after, 0.5),
+            "ms",
+        );
+    }
+    r.add(
+        "abuse_answered_408",
+        "    slow connections answered 408 request_timeout",
+        answered_408 as f64,
+        "connections",
+    );
+    r.add(
+        "abuse_closed_without_answer",
+        "    closed without an answer",
+        closed as f64,
+        "connections",
+    );
+    r.add(
+        "abuse_still_held_after_deadline",
+        "    still held after the deadline",
+        held_after as f64,
+        "connections",
+    );
+    r.add(
+        "abuse_freed_after_seconds",
+        "    all freed after (from the first connection)",
+        freed_after.as_secs_f64(),
+        "s",
+    );
+}
+
+/// `GET /health` on a new connection; the status code.
+fn raw_health(addr: std::net::SocketAddr) -> u16 {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(30)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connections the server neither answered nor closed.
+fn count_held(conns: &[std::net::TcpStream]) -> usize {
+    let mut b = [0u8; 1];
+    conns
+        .iter()
+        .filter(|c| matches!(c.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+        .count()
+}
+
+/// (answered 408, closed without an answer) among the connections.
+fn count_answers(conns: &[std::net::TcpStream]) -> (usize, usize) {
+    let (mut answered, mut closed) = (0, 0);
+    let mut b = [0u8; 12];
+    for c in conns {
+        match c.peek(&mut b) {
+            Ok(n) if n >= 12 && &b[..12] == b"HTTP/1.1 408" => answered += 1,
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => closed += 1,
+            _ => {}
+        }
+    }
+    (answered, closed)
 }

@@ -49,6 +49,16 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub max_packet_bytes: usize,
     pub workers: usize,
+    /// Seconds a request body may take before it must keep up with `body_min_bytes_per_sec`:
+    /// a body that stalls or trickles is answered 408 `request_timeout` and its connection is
+    /// freed, so slow clients cannot hold connections (and file descriptors) forever.
+    pub body_timeout_secs: u64,
+    /// The slowest upload kept after the first `body_timeout_secs`: the body must arrive
+    /// within `body_timeout_secs + bytes received / body_min_bytes_per_sec` seconds.
+    pub body_min_bytes_per_sec: u64,
+    /// Most open client connections (all workers together); more wait in the listen backlog.
+    /// Lowered at start to what the open-file limit allows.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +253,15 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_MAX_PACKET_BYTES") {
             self.server.max_packet_bytes = num("STARSYNC_MAX_PACKET_BYTES", v)?;
         }
+        if let Some(v) = get(env, "STARSYNC_BODY_TIMEOUT_SECS") {
+            self.server.body_timeout_secs = num("STARSYNC_BODY_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_BODY_MIN_BYTES_PER_SEC") {
+            self.server.body_min_bytes_per_sec = num("STARSYNC_BODY_MIN_BYTES_PER_SEC", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_MAX_CONNECTIONS") {
+            self.server.max_connections = num("STARSYNC_MAX_CONNECTIONS", v)?;
+        }
         Ok(())
     }
 
@@ -255,6 +274,17 @@ impl Settings {
         if self.server.max_body_bytes < 1024 || self.server.max_packet_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes and server.max_packet_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.server.body_timeout_secs == 0 || self.server.body_min_bytes_per_sec == 0 {
+            return Err(ConfigError::Invalid(
+                "server.body_timeout_secs and server.body_min_bytes_per_sec must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.server.max_connections < 16 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be at least 16".into(),
             ));
         }
         for name in self.conflicts.types.keys() {
@@ -336,6 +366,30 @@ mod tests {
         env.insert("STARSYNC_BATCH_SIZE".into(), "9".into());
         let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
         assert_eq!(s.sync.batch_size, 9);
+    }
+
+    #[test]
+    fn body_deadline_and_connection_settings_come_from_the_environment() {
+        let mut env = HashMap::new();
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(
+            (s.server.body_timeout_secs, s.server.body_min_bytes_per_sec),
+            (30, 16384)
+        );
+        assert_eq!(s.server.max_connections, 25_000);
+        env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "5".into());
+        env.insert("STARSYNC_BODY_MIN_BYTES_PER_SEC".into(), "100".into());
+        env.insert("STARSYNC_MAX_CONNECTIONS".into(), "500".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(
+            (s.server.body_timeout_secs, s.server.body_min_bytes_per_sec),
+            (5, 100)
+        );
+        assert_eq!(s.server.max_connections, 500);
+        // No deadline at all would bring back connections held forever.
+        env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "0".into());
+        let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();
+        assert!(err.to_string().contains("body_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -4,11 +4,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::api;
+use crate::api::extract::BodyDeadline;
 use crate::config::Settings;
 use crate::engine::Engine;
 use starsync_protocol::api::ErrorBody;
@@ -38,6 +40,9 @@ pub struct Application {
     server: Server,
     pub engine: web::Data<Engine>,
     pub admin_token_source: AdminTokenSource,
+    /// Open connections served at once (`server.max_connections`, lowered to fit the open-file
+    /// limit).
+    pub max_connections: usize,
 }
 
 /// Where the admin token came from (for the start-up log; never the token itself).
@@ -71,27 +76,42 @@ impl Application {
         };
         let engine = web::Data::new(engine);
         let port = listener.local_addr()?.port();
+        set_backlog(&listener);
         let data = engine.clone();
-        let mut server = HttpServer::new(move || {
+        let body_deadline = BodyDeadline::from_settings(&settings.server);
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let max_connections = effective_max_connections(settings.server.max_connections);
+        // actix counts per worker.
+        let per_worker = max_connections.div_ceil(workers).max(1);
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(body_deadline)
                 .wrap(tracing_actix())
                 .configure(api::configure)
                 .default_service(web::to(not_found))
         })
+        .workers(workers)
         // Database work runs on actix's blocking threads; more of them than pooled connections
         // only park threads (and their memory) on the pool or the writer lock.
         .worker_max_blocking_threads(settings.database.pool_size.max(2) as usize)
-        .listen(listener)?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server.run();
+        // Every open connection holds a descriptor: past this many, workers stop accepting and
+        // new connections wait in the listen queue instead of failing with EMFILE.
+        .max_connections(per_worker)
+        .keep_alive(KEEP_ALIVE)
+        .client_request_timeout(HEAD_TIMEOUT)
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+        .listen(listener)?
+        .run();
         Ok(Application {
             port,
             server,
             engine,
             admin_token_source,
+            max_connections,
         })
     }
 
@@ -106,6 +126,57 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// An idle keep-alive connection is closed after this: a node's back-to-back exchanges reuse
+/// their connection, an idle one must not hold a descriptor.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Time a client has to send the request head (actix's own timer; the body has
+/// [`BodyDeadline`]).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a response that closes the connection (an unread body, a 408), time the client has to
+/// hang up before the server drops it.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Listen queue length: connections past `max_connections` wait here (Linux caps it at
+/// `net.core.somaxconn`). std's `TcpListener::bind` asks for 128.
+const BACKLOG: i32 = 4096;
+/// Descriptors kept out of the connection budget: database files and connections, logs, the
+/// admin token, blocking threads' files.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the process's soft open-file limit to its hard limit, so the connection limit rather
+/// than the default 1,024 descriptors decides how many clients are served. Returns the limits
+/// before and after; `None` where the platform has no such limit or the call failed.
+pub fn raise_open_file_limit() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        let (before, _) = rlimit::Resource::NOFILE.get().ok()?;
+        let after = rlimit::increase_nofile_limit(u64::MAX).ok()?;
+        Some((before, after))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The connection limit in force: the configured total, lowered so that every connection fits
+/// the current open-file limit with [`FD_RESERVE`] to spare.
+fn effective_max_connections(configured: usize) -> usize {
+    #[cfg(unix)]
+    if let Ok((soft, _)) = rlimit::Resource::NOFILE.get() {
+        let fits = usize::try_from(soft.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+        return configured.min(fits);
+    }
+    configured
+}
+
+/// Sets the listen queue of an already bound listener (listening again only changes the queue
+/// length); a failure leaves the system default, which still works.
+fn set_backlog(listener: &TcpListener) {
+    if let Err(e) = socket2::SockRef::from(listener).listen(BACKLOG) {
+        tracing::warn!("cannot set the listen backlog to {BACKLOG}: {e}");
     }
 }
 

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// Over the body limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The body arrived too slowly (408): see `extract::BodyDeadline`.
+    #[error("{0}")]
+    Timeout(String),
     /// The blocking pool was shut down or a worker panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,10 +50,13 @@ impl ApiError {
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }
-                E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
+                E::Store(_) | E::Io(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
+                }
             },
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::MethodNotAllowed(_) => {

@@ -1,5 +1,7 @@
-//! Request helpers shared by the handlers: bearer tokens, size-limited bodies, JSON parsing
-//! with the protocol's 400/422 split, and running engine work off the async workers.
+//! Request helpers shared by the handlers: bearer tokens, size- and time-limited bodies, JSON
+//! parsing with the protocol's 400/422 split, and running engine work off the async workers.
+
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
@@ -18,7 +20,49 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` (before it is all in memory).
+/// How long a request body may take to arrive (`server.body_timeout_secs` and
+/// `server.body_min_bytes_per_sec`), installed as app data by startup. actix's own timeouts stop
+/// at the request head; without this a client holding a valid token could start a body and
+/// never finish it, keeping a connection and a file descriptor forever.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline {
+    /// Time allowed before any byte counts (a slow start, a short stall).
+    pub grace: Duration,
+    /// Each received byte extends the deadline by `1 / min_bytes_per_sec` seconds.
+    pub min_bytes_per_sec: u64,
+}
+
+impl BodyDeadline {
+    pub fn from_settings(server: &crate::config::ServerSettings) -> BodyDeadline {
+        BodyDeadline {
+            grace: Duration::from_secs(server.body_timeout_secs),
+            min_bytes_per_sec: server.body_min_bytes_per_sec.max(1),
+        }
+    }
+
+    /// When the next bytes must have arrived, `received` bytes after `start`. The deadline
+    /// moves with the bytes, so a body that keeps up with the minimum rate is never cut, and
+    /// one that stalls is cut after the grace plus the credit it earned — a whole body of `n`
+    /// bytes gets at most `grace + n / min_bytes_per_sec`.
+    fn due(&self, start: Instant, received: usize) -> Instant {
+        start
+            + self.grace
+            + Duration::from_secs_f64(received as f64 / self.min_bytes_per_sec as f64)
+    }
+}
+
+impl Default for BodyDeadline {
+    /// The shipped defaults (config/default.toml), for an app built without settings.
+    fn default() -> BodyDeadline {
+        BodyDeadline {
+            grace: Duration::from_secs(30),
+            min_bytes_per_sec: 16 * 1024,
+        }
+    }
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` (before it is all in memory), or
+/// with 408 `request_timeout` when it arrives slower than the [`BodyDeadline`] allows.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -26,18 +70,35 @@ pub async fn read_body(
     too_large: impl Fn(String) -> ApiError,
 ) -> ApiResult<web::Bytes> {
     let message = || format!("request body is larger than the limit of {limit} bytes");
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large(message()));
-        }
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(message()));
     }
+    let deadline = req.app_data::<BodyDeadline>().copied().unwrap_or_default();
+    let start = Instant::now();
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let wait = deadline
+            .due(start, body.len())
+            .saturating_duration_since(Instant::now());
+        let next = actix_web::rt::time::timeout(wait, payload.next())
+            .await
+            .map_err(|_| {
+                ApiError::Timeout(format!(
+                    "request body too slow: {} of {} bytes arrived in {:.0} s; a body must \
+                     arrive within {} s plus 1 s per {} bytes",
+                    body.len(),
+                    declared.map_or_else(|| "?".to_string(), |n| n.to_string()),
+                    start.elapsed().as_secs_f64(),
+                    deadline.grace.as_secs(),
+                    deadline.min_bytes_per_sec
+                ))
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::BadJson(format!("could not read body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large(message()));

@@ -79,6 +79,10 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
   STARSYNC_CONFLICT_STRATEGY  default strategy: server_wins, timestamp_wins, client_wins, manual
   STARSYNC_MAX_BODY_BYTES     largest request body (default 16 MiB)
   STARSYNC_MAX_PACKET_BYTES   largest decompressed packet (default 64 MiB)
+  STARSYNC_BODY_TIMEOUT_SECS  a request body must arrive within this many seconds... (default 30)
+  STARSYNC_BODY_MIN_BYTES_PER_SEC  ...plus one second per this many bytes received (default 16384)
+  STARSYNC_MAX_CONNECTIONS    most open connections (default 25000; lowered to fit the open-file
+                              limit)
   RUST_LOG                    log filter (default info)";
 
 /// Entry point of the binary.
@@ -202,6 +206,8 @@ fn startup_warnings(settings: &Settings) -> Vec<String> {
 }
 
 fn serve(settings: Settings) -> CliResult {
+    // Before anything opens a file: every client connection is a descriptor.
+    let open_files = crate::startup::raise_open_file_limit();
     actix_web::rt::System::new().block_on(async move {
         let db = crate::store::redact_url(&settings.database_url());
         let app = Application::build(settings).await?;
@@ -217,6 +223,17 @@ fn serve(settings: Settings) -> CliResult {
         }
         for warning in startup_warnings(app.engine.settings()) {
             tracing::warn!("{warning}");
+        }
+        match open_files {
+            Some((before, after)) if after > before => tracing::info!(
+                "open file limit raised from {before} to {after}; at most {} connections",
+                app.max_connections
+            ),
+            Some((_, now)) => tracing::info!(
+                "open file limit {now}; at most {} connections",
+                app.max_connections
+            ),
+            None => tracing::info!("at most {} connections", app.max_connections),
         }
         tracing::info!(
             database = %db,

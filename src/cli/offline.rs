@@ -7,27 +7,46 @@ use serde_json::json;
 
 use super::CliResult;
 use crate::engine::Engine;
-use starsync_protocol::files::write_atomic;
-use starsync_protocol::files::{is_packet_file, packet_file_name, parse_packet_file_name};
+use starsync_protocol::files::{
+    is_packet_file, is_regular_file, packet_file_name, parse_packet_file_name, read_packet_file,
+    write_atomic,
+};
 use starsync_protocol::{codec, decode_packet_bytes};
 
 pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliResult {
     let code = engine.find_node(node)?.code;
     std::fs::create_dir_all(out)
         .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
-    let (node, packet) = engine.export_packet(&code)?;
-    let bytes = codec::encode_packet(&packet);
-    let path = out.join(packet_file_name(
-        engine.server_code(),
-        &node.code,
-        packet.packet_no,
-    ));
-    write_atomic(&path, &bytes)?;
+    // The file is written inside the export's transaction: a write that fails (read-only or
+    // full disk) rolls the packet number back. `written` covers the rare commit failure after
+    // a good write: that file would hold a packet the server never numbered, so it goes too.
+    let mut written: Option<(PathBuf, usize)> = None;
+    let exported = engine.export_packet(&code, |node, packet| {
+        let bytes = codec::encode_packet(packet);
+        let path = out.join(packet_file_name(
+            engine.server_code(),
+            &node.code,
+            packet.packet_no,
+        ));
+        write_atomic(&path, &bytes)?;
+        written = Some((path, bytes.len()));
+        Ok(())
+    });
+    let packet = match exported {
+        Ok((_, packet)) => packet,
+        Err(e) => {
+            if let Some((path, _)) = &written {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    let (path, len) = written.ok_or("the export committed without writing its file")?;
     if json_out {
         println!(
             "{}",
             json!({"file": path, "packet_no": packet.packet_no, "changes": packet.changes.len(),
-                   "more": packet.more, "bytes": bytes.len()})
+                   "more": packet.more, "bytes": len})
         );
     } else {
         println!(
@@ -35,7 +54,7 @@ pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliRes
             path.display(),
             packet.packet_no,
             packet.changes.len(),
-            bytes.len(),
+            len,
             if packet.more {
                 "; more pending: import the node's acknowledgment, then export again, or use --max-changes"
             } else {
@@ -46,14 +65,16 @@ pub fn export(engine: &Engine, node: &str, out: &Path, json_out: bool) -> CliRes
     Ok(ExitCode::SUCCESS)
 }
 
-/// Expands directories into their `.syncpkt` files, ordered by (sender, packet_no).
+/// Expands directories into their `.syncpkt` regular files (a FIFO or device named like a
+/// packet is not one), ordered by (sender, packet_no). Paths named explicitly stay as given:
+/// reading them says what is wrong with them.
 pub fn collect_packet_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| is_packet_file(f))
+                .filter(|f| is_packet_file(f) && is_regular_file(f))
                 .collect();
             files.sort_by_key(|f| file_order_key(f));
             out.extend(files);
@@ -85,8 +106,13 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
     let mut results = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let outcome = (|| -> Result<_, Box<dyn std::error::Error>> {
-            let bytes =
-                std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            // A packet file is at most what HTTP accepts as a body (the hex envelope is larger
+            // than the gzip bytes, so every packet that fits HTTP fits here too).
+            let bytes = read_packet_file(
+                file,
+                engine.settings().server.max_body_bytes as u64,
+                "server.max_body_bytes, STARSYNC_MAX_BODY_BYTES",
+            )?;
             if bytes.len() > 4 * 1024 * 1024 && !json_out {
                 eprintln!(
                     "[{}/{}] decoding {} ({:.1} MiB)…",

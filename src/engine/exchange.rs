@@ -250,8 +250,15 @@ impl Engine {
         Ok((node.code, report))
     }
 
-    /// Builds the next hub packet for a node without receiving one (offline export).
-    pub fn export_packet(&self, code: &str) -> EngineResult<(Node, Packet)> {
+    /// Builds the next hub packet for a node without receiving one (offline export), and hands
+    /// it to `deliver` (which writes the file) before the transaction commits: when delivery
+    /// fails, the packet number and the node's counters stay as they were, so a failed export
+    /// changes nothing and the next one builds the same number again.
+    pub fn export_packet(
+        &self,
+        code: &str,
+        deliver: impl FnOnce(&Node, &Packet) -> std::io::Result<()>,
+    ) -> EngineResult<(Node, Packet)> {
         let now = starsync_protocol::now_ts();
         self.write(|conn| {
             let mut node = nodes::by_code(conn, code)?
@@ -275,6 +282,7 @@ impl Engine {
                 &now,
             )?;
             nodes::save_counters(conn, &node)?;
+            deliver(&node, &packet)?;
             Ok((node, packet))
         })
     }

@@ -52,6 +52,10 @@ pub enum EngineError {
     InvalidRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file operation that is part of a transaction failed (writing an export file); the
+    /// transaction was rolled back. The message names the path.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl From<diesel::result::Error> for EngineError {

@@ -3,7 +3,8 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use starsync_protocol::codec;
 
@@ -48,6 +49,54 @@ fn cli_err(app: &TestApp, args: &[&str]) -> String {
     let err = stderr(&o);
     assert!(err.contains("error"), "stderr names the error: {err}");
     err
+}
+
+/// Runs a command and returns its output, killing it when it runs longer than `limit` (a
+/// command that blocks forever — reading a FIFO — must fail the test, not hang it).
+pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still running after {limit:?}\nstdout: {}\nstderr: {}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The `starsync` CLI of this app, bounded to 60 seconds.
+fn cli_within(app: &TestApp, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_starsync"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .current_dir(app.path());
+    for (k, v) in app.cli_env() {
+        cmd.env(k, v);
+    }
+    output_within(&mut cmd, Duration::from_secs(60))
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+pub(crate) fn mkfifo(path: &Path) {
+    let st = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(st.success(), "mkfifo {}", path.display());
 }
 
 /// Writes a node packet as a `.syncpkt` file (raw gzip bytes) under its protocol name.
@@ -300,6 +349,66 @@ fn import_refuses_bad_files_and_foreign_packets() {
 }
 
 #[test]
+fn import_reads_only_regular_files_within_the_body_limit() {
+    let app = TestApp::spawn_with("", &[("STARSYNC_MAX_BODY_BYTES", "4096")]);
+    let a = app.register("A");
+    let dir = tempfile::tempdir().unwrap();
+
+    // A FIFO named like a packet: refused at once (reading it would wait for a writer forever).
+    let fifo = dir.path().join("A-to-server-00000009.syncpkt");
+    mkfifo(&fifo);
+    let o = cli_within(&app, &["import", fifo.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    assert!(
+        out.contains("FAILED") && out.contains(fifo.to_str().unwrap()) && out.contains("FIFO"),
+        "{out}"
+    );
+
+    // A link to /dev/zero named like a packet: refused, not read until memory runs out.
+    let zero = dir.path().join("x.syncpkt");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let o = cli_within(&app, &["--json", "import", zero.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let report: Value = serde_json::from_str(&stdout(&o)).expect("JSON report");
+    let error = report["files"][0]["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("x.syncpkt") && error.contains("character device"),
+        "{report}"
+    );
+
+    // A file over the body limit: refused with the path, its size, the limit and the setting.
+    let big = dir.path().join("A-to-server-00000001.syncpkt");
+    std::fs::write(&big, vec![0x1fu8; 5000]).unwrap();
+    let o = cli_within(&app, &["import", big.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    for needle in [
+        big.to_str().unwrap(),
+        "5000 bytes",
+        "4096",
+        "STARSYNC_MAX_BODY_BYTES",
+    ] {
+        assert!(out.contains(needle), "{needle:?} in {out}");
+    }
+    assert_eq!(app.node_status(&a)["received_packet_no"], 0);
+
+    // A directory is walked for regular packet files: the FIFO and the link are skipped, the
+    // good packet is applied.
+    std::fs::remove_file(&big).unwrap();
+    let u = new_uuid();
+    write_packet(
+        dir.path(),
+        &a,
+        &a.packet(1, 0, vec![upsert("Note", &u, 0, json!({"x": 1}))]),
+    );
+    let report = cli_json(&app, &["import", dir_str(dir.path())]);
+    assert_eq!(report["applied"], 1, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(entity(&app, "Note", &u)["version"], 1);
+}
+
+#[test]
 fn a_disabled_nodes_files_are_not_applied() {
     let app = TestApp::spawn();
     let a = app.register("A");
@@ -382,6 +491,63 @@ fn export_writes_the_next_packet_and_http_continues_the_numbering() {
     assert_eq!(p3["ack_packet_no"], 1, "acknowledges B's HTTP packet");
     assert_eq!(p3["changes"][0]["data"], json!({"x": 2}));
     assert_eq!(p3["changes"][0]["version"], 2);
+}
+
+#[test]
+fn a_failed_export_changes_nothing() {
+    let app = TestApp::spawn();
+    let mut a = app.register("A");
+    let b = app.register("B");
+    let u = new_uuid();
+    assert_eq!(
+        a.sync(&app, vec![upsert("Note", &u, 0, json!({"x": 1}))])
+            .status,
+        200
+    );
+    let out = tempfile::tempdir().unwrap();
+    // A full disk, for root too: the export's temporary file is a link to /dev/full.
+    let tmp = out.path().join("server-to-B-00000001.syncpkt.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let err = cli_err(
+        &app,
+        &["export", "--node", "B", "--out", dir_str(out.path())],
+    );
+    assert!(
+        err.contains(
+            out.path()
+                .join("server-to-B-00000001.syncpkt")
+                .to_str()
+                .unwrap()
+        ),
+        "the error names the file: {err}"
+    );
+    assert!(
+        err.contains("No space left on device"),
+        "the error says why: {err}"
+    );
+    assert_eq!(app.node_status(&b)["sent_packet_no"], 0, "no number used");
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "no file left behind"
+    );
+    // An output directory that cannot exist (a path under a device file).
+    let err = cli_err(&app, &["export", "--node", "B", "--out", "/dev/null/out"]);
+    assert!(err.contains("/dev/null/out"), "{err}");
+    assert_eq!(app.node_status(&b)["sent_packet_no"], 0, "no number used");
+
+    // The next export that can write uses packet 1 and carries the change.
+    let report = cli_json(
+        &app,
+        &["export", "--node", "B", "--out", dir_str(out.path())],
+    );
+    assert_eq!(report["packet_no"], 1, "{report}");
+    assert_eq!(
+        syncpkt_files(out.path()),
+        vec!["server-to-B-00000001.syncpkt"]
+    );
+    let p = read_packet(&out.path().join("server-to-B-00000001.syncpkt"));
+    assert_eq!(p["changes"][0]["entity_uuid"], json!(u));
+    assert_eq!(app.node_status(&b)["sent_packet_no"], 1);
 }
 
 #[test]

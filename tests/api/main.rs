@@ -22,5 +22,6 @@ mod node_e2e;
 mod node_faults;
 mod node_offline;
 mod pending_counts;
+mod slow_bodies;
 mod smoke;
 mod startup;

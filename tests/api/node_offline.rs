@@ -275,3 +275,165 @@ fn big_packet_file_imports_with_progress() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("6000 changes applied"));
     assert_eq!(ok(b, &["list", "Part"]).as_array().unwrap().len(), 6000);
 }
+
+/// `starsync-node` with `--json`, bounded to 60 seconds; returns (exit code, JSON output).
+fn node_within(dir: &Path, args: &[&str]) -> (i32, Value) {
+    let mut cmd = Command::new(node_bin());
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .arg("--json")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    let out = crate::cli_offline::output_within(&mut cmd, std::time::Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON ({e}): {text}"));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn init_node(app: &TestApp, dir: &Path, code: &str, batch_size: &str) {
+    ok(
+        dir,
+        &[
+            "init",
+            "--server",
+            &app.base,
+            "--code",
+            code,
+            "--admin-token",
+            ADMIN,
+            "--batch-size",
+            batch_size,
+        ],
+    );
+}
+
+#[test]
+fn import_reads_only_regular_files_within_max_packet_bytes() {
+    let app = TestApp::spawn();
+    let d = tempfile::tempdir().unwrap();
+    init_node(&app, d.path(), "A", "100");
+    let files = tempfile::tempdir().unwrap();
+    let status = || ok(d.path(), &["status"])["status"].clone();
+    let before = status();
+
+    // A FIFO named like a server packet: refused at once, with the path.
+    let fifo = files.path().join("server-to-A-00000001.syncpkt");
+    crate::cli_offline::mkfifo(&fifo);
+    let (code, v) = node_within(d.path(), &["import", fifo.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains(fifo.to_str().unwrap()) && e.contains("FIFO"),
+        "{v}"
+    );
+
+    // A link to /dev/zero named like a packet.
+    let zero = files.path().join("x.syncpkt");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let (code, v) = node_within(d.path(), &["import", zero.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("x.syncpkt") && e.contains("character device"),
+        "{v}"
+    );
+
+    // Over the node's max_packet_bytes: refused with the path, the limit and the setting.
+    ok(d.path(), &["config", "max_packet_bytes", "2048"]);
+    let big = files.path().join("server-to-A-00000002.syncpkt");
+    std::fs::write(&big, vec![0x1fu8; 3000]).unwrap();
+    let (code, v) = node_within(d.path(), &["import", big.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let e = v["error"].as_str().unwrap();
+    for needle in [
+        big.to_str().unwrap(),
+        "3000 bytes",
+        "2048",
+        "max_packet_bytes",
+    ] {
+        assert!(e.contains(needle), "{needle:?} in {v}");
+    }
+
+    // In a directory only regular files count: the FIFO, the link and (once the big file is
+    // gone) nothing is left to import.
+    std::fs::remove_file(&big).unwrap();
+    let (code, v) = node_within(d.path(), &["import", files.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no server packet files"),
+        "{v}"
+    );
+    let after = status();
+    assert_eq!(after["received_packet_no"], before["received_packet_no"]);
+}
+
+#[test]
+fn a_failed_node_export_changes_nothing() {
+    let app = TestApp::spawn();
+    let d = tempfile::tempdir().unwrap();
+    // One change per packet, so one export numbers several packets.
+    init_node(&app, d.path(), "A", "1");
+    let out = tempfile::tempdir().unwrap();
+    let status = || ok(d.path(), &["status"])["status"].clone();
+
+    ok(d.path(), &["create", "Note", r#"{"n": 1}"#]);
+    ok(d.path(), &["export", "--out", out.path().to_str().unwrap()]);
+    let first = out.path().join("A-to-server-00000001.syncpkt");
+    let first_bytes = std::fs::read(&first).unwrap();
+    assert_eq!(status()["sent_packet_no"], 1);
+
+    // Two new changes (packets 2 and 3), and a full disk (for root too) where packet 3 goes:
+    // packet 2's file is written, then the export fails.
+    ok(d.path(), &["create", "Note", r#"{"n": 2}"#]);
+    ok(d.path(), &["create", "Note", r#"{"n": 3}"#]);
+    let before = status();
+    assert_eq!(before["pending"], 2, "{before}");
+    let tmp = out.path().join("A-to-server-00000003.syncpkt.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let (code, v) = node_within(d.path(), &["export", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains(
+            out.path()
+                .join("A-to-server-00000003.syncpkt")
+                .to_str()
+                .unwrap()
+        ) && e.contains("No space left on device"),
+        "{v}"
+    );
+    let after = status();
+    for k in ["sent_packet_no", "pending", "in_flight", "stored_packets"] {
+        assert_eq!(after[k], before[k], "{k}: {before} -> {after}");
+    }
+    // Packet 1 (numbered before) is still there, intact; packet 2's file, whose numbering was
+    // rolled back, is gone.
+    assert_eq!(files_in(out.path()), vec!["A-to-server-00000001.syncpkt"]);
+    assert_eq!(std::fs::read(&first).unwrap(), first_bytes);
+
+    // An output directory that cannot exist.
+    let (code, v) = node_within(d.path(), &["export", "--out", "/dev/null/out"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("/dev/null/out"),
+        "{v}"
+    );
+    assert_eq!(status()["sent_packet_no"], 1);
+
+    // Once the disk has room, the export numbers packets 2 and 3 as if nothing had happened.
+    let v = ok(d.path(), &["export", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(v["files"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(
+        files_in(out.path()),
+        vec![
+            "A-to-server-00000001.syncpkt",
+            "A-to-server-00000002.syncpkt",
+            "A-to-server-00000003.syncpkt"
+        ]
+    );
+    assert_eq!(status()["sent_packet_no"], 3);
+}

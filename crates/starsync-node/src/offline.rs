@@ -8,8 +8,12 @@ use super::types::{ExportReport, ExportedFile, ImportProgress, ImportReport, Imp
 use super::{Node, NodeError};
 use starsync_protocol::decode_packet_bytes;
 use starsync_protocol::files::{
-    is_packet_file, packet_file_name, parse_packet_file_name, write_atomic,
+    check_packet_file, is_packet_file, is_regular_file, packet_file_name, parse_packet_file_name,
+    read_packet_file, write_atomic,
 };
+
+/// The setting that bounds a packet file on the node, named in errors.
+const FILE_LIMIT_SETTING: &str = "max_packet_bytes (`starsync-node config max_packet_bytes N`)";
 
 /// `<node_code>-to-<server_code>-<packet_no, 8 digits>.syncpkt`
 pub fn node_packet_file_name(node_code: &str, server_code: &str, packet_no: i64) -> String {
@@ -30,7 +34,9 @@ impl Node {
     /// Writes every packet the server has not acknowledged yet into `out` (numbering packets
     /// for pending changes first, and an empty one when only the acknowledgment has news).
     /// Files are immutable packets: exporting again rewrites the same bytes, and the server
-    /// applies each number once.
+    /// applies each number once. The files are written before the numbering commits: when one
+    /// cannot be written (read-only or full disk), nothing is numbered and the files of packets
+    /// this call numbered are removed, so a failed export changes nothing.
     pub fn export(&self, out: &Path) -> Result<ExportReport, NodeError> {
         let _one_at_a_time = self.inner.sync_lock.lock();
         let cfg = self.config()?;
@@ -40,29 +46,44 @@ impl Node {
                 out.display()
             ))
         })?;
-        let numbers = self.inner.store.prepare_export(&cfg)?;
         let mut report = ExportReport::default();
-        for no in numbers {
-            let Some(p) = self.inner.store.packet(no)? else {
-                continue;
-            };
-            let path = out.join(node_packet_file_name(&cfg.code, &cfg.server_code, no));
-            write_atomic(&path, &p.bytes)
-                .map_err(|e| NodeError::Invalid(format!("cannot write {}: {e}", path.display())))?;
-            report.files.push(ExportedFile {
-                file: path.display().to_string(),
-                packet_no: no,
-                changes: p.change_count,
-                bytes: p.bytes.len(),
+        let mut new_files = Vec::new();
+        let result = self
+            .inner
+            .store
+            .export_packets(&cfg, &mut |p, numbered_now| {
+                let path = out.join(node_packet_file_name(
+                    &cfg.code,
+                    &cfg.server_code,
+                    p.packet_no,
+                ));
+                write_atomic(&path, &p.bytes).map_err(|e| NodeError::Invalid(e.to_string()))?;
+                if numbered_now {
+                    new_files.push(path.clone());
+                }
+                report.files.push(ExportedFile {
+                    file: path.display().to_string(),
+                    packet_no: p.packet_no,
+                    changes: p.change_count,
+                    bytes: p.bytes.len(),
+                });
+                Ok(())
             });
+        if let Err(e) = result {
+            for f in &new_files {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e);
         }
         self.emit_status();
         Ok(report)
     }
 
     /// Applies server packet files (a directory: its `*-to-<this node's code>-*.syncpkt`
-    /// files) in `packet_no` order. Files already applied are skipped (their acknowledgment
-    /// still counts), so importing a folder twice is harmless.
+    /// regular files) in `packet_no` order. Files already applied are skipped (their
+    /// acknowledgment still counts), so importing a folder twice is harmless. Every file must be
+    /// a regular file of at most `max_packet_bytes`, checked for all of them before any is
+    /// applied: a FIFO or a device given by name is refused rather than read forever.
     pub fn import(
         &self,
         paths: &[PathBuf],
@@ -79,11 +100,11 @@ impl Node {
                 for e in entries {
                     let f = e?.path();
                     let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if is_packet_file(&f) && name.contains(&wanted) {
+                    if is_packet_file(&f) && name.contains(&wanted) && is_regular_file(&f) {
                         files.push(f);
                     }
                 }
-            } else if p.is_file() {
+            } else if std::fs::symlink_metadata(p).is_ok() {
                 files.push(p.clone());
             } else {
                 return Err(NodeError::NotFound(format!(
@@ -105,11 +126,16 @@ impl Node {
         }
         files.sort_by_key(|f| (packet_no_of(f).unwrap_or(u64::MAX), f.clone()));
         files.dedup();
+        let limit = cfg.max_packet_bytes.max(0) as u64;
+        for f in &files {
+            check_packet_file(f, limit, FILE_LIMIT_SETTING)
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        }
         let total = files.len();
         let mut report = ImportReport::default();
         for (i, f) in files.iter().enumerate() {
-            let bytes = std::fs::read(f)
-                .map_err(|e| NodeError::Invalid(format!("cannot read {}: {e}", f.display())))?;
+            let bytes = read_packet_file(f, limit, FILE_LIMIT_SETTING)
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
             progress(ImportProgress::File {
                 index: i + 1,
                 total,

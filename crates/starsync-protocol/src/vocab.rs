@@ -84,6 +84,8 @@ wire_enum! {
         SchemaMismatch => "schema_mismatch",
         PacketTooLarge => "packet_too_large",
         PayloadTooLarge => "payload_too_large",
+        /// The request body did not arrive in time (a stalled or too slow upload: 408).
+        RequestTimeout => "request_timeout",
         InvalidAck => "invalid_ack",
         AlreadyResolved => "already_resolved",
         DatabaseUnavailable => "database_unavailable",

@@ -244,15 +244,20 @@ mod tests {
     fn gap_acknowledges_what_came_before_the_expected_packet() {
         let (_d, s, cfg) = store();
         put(&s, 1);
-        s.prepare_export(&cfg).unwrap();
+        s.export_packets(&cfg, &mut |_, _| Ok(())).unwrap();
         s.local_write(
             "T",
             "00000000-0000-4000-8000-0000000000bb",
             LocalOp::Put("{}".into()),
         )
         .unwrap();
-        let numbers = s.prepare_export(&cfg).unwrap();
-        assert_eq!(numbers, vec![1, 2]);
+        let mut numbers = Vec::new();
+        s.export_packets(&cfg, &mut |p, new| {
+            numbers.push((p.packet_no, new));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(numbers, vec![(1, false), (2, true)]);
         s.handle_gap(2).unwrap();
         let (next, stored) = s.next_packet(&cfg).unwrap();
         assert!(stored);

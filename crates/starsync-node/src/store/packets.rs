@@ -41,10 +41,18 @@ impl Store {
     }
 
     /// For `export`: numbers packets for every pending entry (and an empty one when the
-    /// acknowledgment has news), and returns the numbers of all unacknowledged packets.
-    pub fn prepare_export(&self, cfg: &ConfigRow) -> Result<Vec<i64>, NodeError> {
+    /// acknowledgment has news), then hands every unacknowledged packet to `deliver` (which
+    /// writes its file; the flag is true for a packet numbered by this call) inside the same
+    /// transaction, so a failed delivery rolls the numbering back and the export changes
+    /// nothing. The node's other writes wait meanwhile; writing a few files is short.
+    pub fn export_packets(
+        &self,
+        cfg: &ConfigRow,
+        deliver: &mut dyn FnMut(&PacketRow, bool) -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
         self.write(|c| {
             let mut st = get_state(c)?;
+            let numbered_before = st.sent_packet_no;
             diesel::delete(
                 packets_out::table.filter(packets_out::packet_no.le(st.server_acked_packet_no)),
             )
@@ -66,11 +74,20 @@ impl Store {
             }
             st.last_export_at = Some(starsync_protocol::now_ts());
             save_state(c, &st)?;
-            Ok(packets_out::table
+            let numbers: Vec<i64> = packets_out::table
                 .filter(packets_out::packet_no.gt(st.server_acked_packet_no))
                 .order(packets_out::packet_no.asc())
                 .select(packets_out::packet_no)
-                .load(c)?)
+                .load(c)?;
+            // One packet in memory at a time: a packet can be tens of MiB.
+            for no in numbers {
+                let row: PacketRow = packets_out::table
+                    .find(no)
+                    .select(PacketRow::as_select())
+                    .first(c)?;
+                deliver(&row, no > numbered_before)?;
+            }
+            Ok(())
         })
     }
 
