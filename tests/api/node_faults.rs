@@ -666,9 +666,17 @@ fn packet_gap_is_recovered_by_resending_stored_packets_from_the_expected_number(
     // Resent from the expected number, byte for byte: packet 2, then packet 3.
     assert_eq!(sent[1], hex::encode(file(1)));
     assert_eq!(sent[2], hex::encode(file(2)));
-    for u in &uuids {
-        assert_eq!(app.entity(TYPE, u).0, 200);
+    // Each change applied once, with its data: version 1, nothing in history.
+    for (i, u) in uuids.iter().enumerate() {
+        let (s, e) = app.entity(TYPE, u);
+        assert_eq!(s, 200, "{e}");
+        assert_eq!(
+            (e["data"].clone(), e["version"].clone()),
+            (json!({"i": i}), json!(1)),
+            "{e}"
+        );
     }
+    assert!(app.conflicts("").is_empty());
     let s = node.status().unwrap();
     assert_eq!(
         (s.in_flight, s.stored_packets, s.server_acked_packet_no),
