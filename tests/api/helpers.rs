@@ -611,6 +611,10 @@ impl ServerProcess {
         Self::start(&ProcessSpec::of(app), filter, true)
     }
 
+    pub fn spawn_spec_logged(spec: &ProcessSpec, filter: &str) -> ServerProcess {
+        Self::start(spec, filter, true)
+    }
+
     fn start(spec: &ProcessSpec, filter: &str, keep_log: bool) -> ServerProcess {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_starsync"));
@@ -716,33 +720,41 @@ impl TestNode {
             packet,
         };
         if ex.status == 200 {
-            self.next_packet_no += 1;
-            if ex.body["duplicate"] == false {
-                let rejected: Vec<&Value> = ex.body["errors"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| &e["change_id"])
-                    .collect();
-                for c in local
-                    .iter()
-                    .filter(|c| !rejected.contains(&&c["change_id"]))
-                {
-                    let key = (
-                        c["entity_type"].as_str().unwrap().to_string(),
-                        c["entity_uuid"].as_str().unwrap().to_string(),
-                    );
-                    let known = self.entities.get(&key).map(|e| e.0).unwrap_or(0);
-                    let data = if c["operation"] == "DELETE" {
-                        Value::Null
-                    } else {
-                        c["data"].clone()
-                    };
-                    self.entities.insert(key, (known, data));
-                }
-            }
-            self.apply(ex.packet.as_ref().unwrap());
+            let own_taken = ex.body["duplicate"] == true;
+            self.take_answer(&local, &ex.body, ex.packet.as_ref().unwrap(), own_taken);
         }
         ex
+    }
+}
+
+impl TestNode {
+    /// Takes a 200 answer to the packet carrying `sent` (this node's changes): the next packet
+    /// number, the node's own accepted writes into its local store (keeping the server version
+    /// it knew, since the server never echoes them) unless `own_taken` (an earlier answer to
+    /// the same packet was taken), then the server packet.
+    pub fn take_answer(&mut self, sent: &[Value], body: &Value, packet: &Value, own_taken: bool) {
+        self.next_packet_no += 1;
+        if !own_taken {
+            let rejected: Vec<&Value> = body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| &e["change_id"])
+                .collect();
+            for c in sent.iter().filter(|c| !rejected.contains(&&c["change_id"])) {
+                let key = (
+                    c["entity_type"].as_str().unwrap().to_string(),
+                    c["entity_uuid"].as_str().unwrap().to_string(),
+                );
+                let known = self.entities.get(&key).map(|e| e.0).unwrap_or(0);
+                let data = if c["operation"] == "DELETE" {
+                    Value::Null
+                } else {
+                    c["data"].clone()
+                };
+                self.entities.insert(key, (known, data));
+            }
+        }
+        self.apply(packet);
     }
 }
