@@ -818,10 +818,20 @@ fn parallel(
 }
 
 /// Initial sync through the real node client (`starsync-node`), measured with /usr/bin/time.
-/// Returns (seconds, peak RSS MiB), or None when the node binary or `time` is unavailable.
+/// Returns (seconds, peak RSS MiB), or None (saying why) when the node binary or `time` is
+/// unavailable. Once it runs, a failed step fails the benchmark.
 fn node_initial_sync(server: &Server, expected: usize) -> Option<(f64, f64)> {
     let node_bin = Path::new(env!("CARGO_BIN_EXE_starsync")).with_file_name("starsync-node");
-    if !node_bin.exists() || !Path::new("/usr/bin/time").exists() {
+    if !node_bin.exists() {
+        println!(
+            "  (4) starsync-node sync skipped: {} is missing (cargo build --release -p \
+             starsync-node-cli)",
+            node_bin.display()
+        );
+        return None;
+    }
+    if !Path::new("/usr/bin/time").exists() {
+        println!("  (4) starsync-node sync skipped: /usr/bin/time is missing");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -841,14 +851,12 @@ fn node_initial_sync(server: &Server, expected: usize) -> Option<(f64, f64)> {
             ADMIN,
         ])
         .output()
-        .ok()?;
-    if !init.status.success() {
-        eprintln!(
-            "starsync-node init failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        return None;
-    }
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "starsync-node init failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args([
@@ -860,19 +868,17 @@ fn node_initial_sync(server: &Server, expected: usize) -> Option<(f64, f64)> {
             "sync",
         ])
         .output()
-        .ok()?;
+        .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        eprintln!("starsync-node sync failed: {stderr}");
-        return None;
-    }
+    assert!(out.status.success(), "starsync-node sync failed: {stderr}");
     let kb: f64 = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS_KB="))?
+        .find_map(|l| l.strip_prefix("MAXRSS_KB="))
+        .unwrap_or_else(|| panic!("no MAXRSS_KB line from /usr/bin/time: {stderr}"))
         .trim()
         .parse()
-        .ok()?;
+        .unwrap();
     let list = Command::new(&node_bin)
         .args([
             "--data-dir",
@@ -882,19 +888,21 @@ fn node_initial_sync(server: &Server, expected: usize) -> Option<(f64, f64)> {
             "Estimate",
         ])
         .output()
-        .ok()?;
-    if let Ok(v) = serde_json::from_slice::<Value>(&list.stdout) {
-        let count = v
-            .as_array()
-            .map(|a| a.len())
-            .or_else(|| v["entities"].as_array().map(|a| a.len()));
-        if let Some(c) = count {
-            assert_eq!(
-                c, expected,
-                "starsync-node holds every entity after its initial sync"
-            );
-        }
-    }
+        .unwrap();
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap_or_else(|e| {
+        panic!(
+            "starsync-node list printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&list.stderr)
+        )
+    });
+    let count = v
+        .as_array()
+        .unwrap_or_else(|| panic!("starsync-node list: not an array: {v}"))
+        .len();
+    assert_eq!(
+        count, expected,
+        "starsync-node holds every entity after its initial sync"
+    );
     Some((secs, kb / 1024.0))
 }
 

@@ -327,6 +327,9 @@ pub fn run_migrations(conn: &mut Conn) -> StoreResult<usize> {
     }
 }
 
+/// Log target of the writer lock's debug lines (`RUST_LOG=starsync::store::writer_lock=debug`).
+pub const WRITER_LOCK_LOG: &str = "starsync::store::writer_lock";
+
 /// A write transaction. Its first statement takes the hub's writer lock — a row lock on
 /// `server_state` — so writers are serialized across threads *and* processes: on PostgreSQL
 /// the row lock, on SQLite the file's write lock (taken by a write, before any read, so no
@@ -338,7 +341,17 @@ where
     E: From<diesel::result::Error>,
 {
     conn.transaction(|c| {
+        // Debug lines around the lock: they show lock waits in a log, and let a test know a
+        // writer is queued behind another (tests/api/commit_order.rs) on SQLite too, whose
+        // busy-wait is invisible from outside.
+        tracing::debug!(target: WRITER_LOCK_LOG, "waiting for the writer lock");
+        let started = std::time::Instant::now();
         diesel::sql_query("UPDATE server_state SET last_seq = last_seq WHERE id = 1").execute(c)?;
+        tracing::debug!(
+            target: WRITER_LOCK_LOG,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "writer lock taken"
+        );
         f(c)
     })
 }

@@ -570,27 +570,65 @@ impl TestNode {
 
 // ---- Several server processes on one database ----
 
+/// How to start `starsync serve` processes on a [`TestApp`]'s database and data dir. Taken once
+/// from the app: it stays valid across the app's restarts (same dir, same database).
+#[derive(Clone)]
+pub struct ProcessSpec {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl ProcessSpec {
+    pub fn of(app: &TestApp) -> ProcessSpec {
+        ProcessSpec {
+            dir: app.path(),
+            env: app.cli_env(),
+        }
+    }
+}
+
 /// A `starsync serve` process on the same database and data dir as a [`TestApp`]; killed on
 /// drop. The port is read from its start-up log line (it binds port 0).
 pub struct ServerProcess {
     pub base: String,
     child: std::process::Child,
+    /// Log lines after start-up, when asked for ([`ServerProcess::spawn_logged`]).
+    pub log: Option<mpsc::Receiver<String>>,
 }
 
 impl ServerProcess {
     pub fn spawn(app: &TestApp) -> ServerProcess {
+        Self::start(&ProcessSpec::of(app), "info", false)
+    }
+
+    pub fn spawn_spec(spec: &ProcessSpec) -> ServerProcess {
+        Self::start(spec, "info", false)
+    }
+
+    /// Like [`ServerProcess::spawn`] with `RUST_LOG=filter`, handing every later log line to
+    /// [`ServerProcess::log`] (so a test can wait for what the server says it does).
+    pub fn spawn_logged(app: &TestApp, filter: &str) -> ServerProcess {
+        Self::start(&ProcessSpec::of(app), filter, true)
+    }
+
+    pub fn spawn_spec_logged(spec: &ProcessSpec, filter: &str) -> ServerProcess {
+        Self::start(spec, filter, true)
+    }
+
+    fn start(spec: &ProcessSpec, filter: &str, keep_log: bool) -> ServerProcess {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_starsync"));
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .current_dir(app.path())
+            .current_dir(&spec.dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        for (k, v) in app.cli_env() {
+        for (k, v) in &spec.env {
             cmd.env(k, v);
         }
+        // After the spec: the start-up line below is at info level.
+        cmd.env("RUST_LOG", format!("info,{filter}"));
         let mut child = cmd.spawn().expect("spawn starsync serve");
         let stderr = child.stderr.take().unwrap();
         let mut lines = std::io::BufReader::new(stderr).lines();
@@ -605,15 +643,47 @@ impl ServerProcess {
         }
         let base = base.expect("server process printed its address");
         // Keep draining the log so the pipe never fills.
-        std::thread::spawn(move || for _ in lines {});
-        ServerProcess { base, child }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if keep_log {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        ServerProcess {
+            base,
+            child,
+            log: keep_log.then_some(rx),
+        }
+    }
+
+    /// `kill -9`: the process dies wherever it is (mid-transaction, mid-answer), without any
+    /// chance to clean up.
+    pub fn kill9(&mut self) {
+        // `Child::kill` sends SIGKILL on Unix.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until the log has a line containing all of `needles`; panics after `limit`.
+    pub fn wait_for_log(&self, needles: &[&str], limit: std::time::Duration) -> String {
+        let log = self.log.as_ref().expect("spawned with spawn_logged");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("server at {} never logged {needles:?}", self.base),
+            }
+        }
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
@@ -650,33 +720,41 @@ impl TestNode {
             packet,
         };
         if ex.status == 200 {
-            self.next_packet_no += 1;
-            if ex.body["duplicate"] == false {
-                let rejected: Vec<&Value> = ex.body["errors"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| &e["change_id"])
-                    .collect();
-                for c in local
-                    .iter()
-                    .filter(|c| !rejected.contains(&&c["change_id"]))
-                {
-                    let key = (
-                        c["entity_type"].as_str().unwrap().to_string(),
-                        c["entity_uuid"].as_str().unwrap().to_string(),
-                    );
-                    let known = self.entities.get(&key).map(|e| e.0).unwrap_or(0);
-                    let data = if c["operation"] == "DELETE" {
-                        Value::Null
-                    } else {
-                        c["data"].clone()
-                    };
-                    self.entities.insert(key, (known, data));
-                }
-            }
-            self.apply(ex.packet.as_ref().unwrap());
+            let own_taken = ex.body["duplicate"] == true;
+            self.take_answer(&local, &ex.body, ex.packet.as_ref().unwrap(), own_taken);
         }
         ex
+    }
+}
+
+impl TestNode {
+    /// Takes a 200 answer to the packet carrying `sent` (this node's changes): the next packet
+    /// number, the node's own accepted writes into its local store (keeping the server version
+    /// it knew, since the server never echoes them) unless `own_taken` (an earlier answer to
+    /// the same packet was taken), then the server packet.
+    pub fn take_answer(&mut self, sent: &[Value], body: &Value, packet: &Value, own_taken: bool) {
+        self.next_packet_no += 1;
+        if !own_taken {
+            let rejected: Vec<&Value> = body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| &e["change_id"])
+                .collect();
+            for c in sent.iter().filter(|c| !rejected.contains(&&c["change_id"])) {
+                let key = (
+                    c["entity_type"].as_str().unwrap().to_string(),
+                    c["entity_uuid"].as_str().unwrap().to_string(),
+                );
+                let known = self.entities.get(&key).map(|e| e.0).unwrap_or(0);
+                let data = if c["operation"] == "DELETE" {
+                    Value::Null
+                } else {
+                    c["data"].clone()
+                };
+                self.entities.insert(key, (known, data));
+            }
+        }
+        self.apply(packet);
     }
 }

@@ -588,25 +588,28 @@ fn packet_over_the_decompressed_limit_is_packet_too_large() {
     assert_ex_error(&ex, 413, "packet_too_large");
     assert_eq!(counters(&app, &b), before);
     assert!(!entity_exists(&app, "Doc", &probe));
-    // Just under the limit is fine.
-    let ex = b.sync(
-        &app,
-        vec![upsert(
-            "Doc",
-            &probe,
-            0,
-            json!({"pad": "a".repeat(900_000)}),
-        )],
-    );
+    // Just under the limit is fine: applied in full, byte for byte.
+    let pad = "a".repeat(900_000);
+    let ex = b.sync(&app, vec![upsert("Doc", &probe, 0, json!({"pad": pad}))]);
     assert_eq!(ex.status, 200, "{}", ex.body);
-}
-
-/// Peak resident memory of this process (the server runs inside it), in bytes.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    assert_eq!(
+        (
+            ex.body["processed_count"].clone(),
+            ex.body["error_count"].clone()
+        ),
+        (json!(1), json!(0)),
+        "{}",
+        ex.body
+    );
+    let (s, stored) = app.entity("Doc", &probe);
+    assert_eq!(s, 200, "{stored}");
+    assert_eq!(stored["version"], 1);
+    // (Compared without printing 900 KB on failure.)
+    assert!(
+        stored["data"] == json!({"pad": pad}),
+        "stored data differs: {} bytes of JSON",
+        stored["data"].to_string().len()
+    );
 }
 
 #[test]
@@ -629,22 +632,17 @@ fn gzip_bomb_is_stopped_while_inflating() {
     let body = envelope(&hex::encode(&gz));
     drop(gz);
 
-    let rss_before = peak_rss();
+    // How far the decoder inflates before it stops is asserted on the codec's own counts in
+    // crates/starsync-protocol/tests/gzip_bomb.rs; here: the server refuses it cleanly.
     let (s, r) = exchange_raw(&app, Some(&b.token), &body);
     assert_error((s, &r), 413, "packet_too_large");
-    if let (Some(x), Some(y)) = (rss_before, peak_rss()) {
-        // The server shares this process: inflating the whole bomb would add 200 MiB.
-        eprintln!(
-            "bomb: {gz_len} bytes of gzip, peak RSS +{} MiB",
-            y.saturating_sub(x) >> 20
-        );
-        assert!(
-            y.saturating_sub(x) < 160 << 20,
-            "peak memory grew by {} MiB while refusing the bomb ({} bytes of gzip)",
-            (y - x) >> 20,
-            gz_len
-        );
-    }
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("decompresses to more than"),
+        "{gz_len} gzip bytes: {r}"
+    );
     assert_eq!(counters(&app, &b), before);
     let (s, r) = app.get("/health", None);
     assert_eq!(s, 200, "{r}");
@@ -859,10 +857,9 @@ fn wrong_method_on_a_known_route_answers_json() {
             Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
             Err(e) => panic!("{e}"),
         };
-        assert!(s == 404 || s == 405, "{method} {path}: {s} {text}");
         let v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{method} {path}: error body is not JSON: {text:?}"));
-        assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
+        assert_error((s, &v), 405, "method_not_allowed");
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 use serde_json::{json, Value};
 use starsync_node::{
-    DaemonOptions, InitOptions, LocalConflict, LocalDecision, Node, NodeEvent, NodeOptions,
+    DaemonOptions, DaemonTick, InitOptions, LocalConflict, LocalDecision, Node, NodeEvent,
+    NodeOptions,
 };
 
 /// Runs `starsync-node --data-dir DIR --json ARGS…`; returns (exit code, parsed stdout).
@@ -201,9 +202,15 @@ fn rejected_changes_are_failed_and_can_be_retried_or_dropped() {
     assert!(reasons.contains(&"invalid_entity_type"), "{reasons:?}");
     assert_eq!(ok(d, &["status"])["status"]["failed"], 2);
     assert_eq!(ok(d, &["get", "Rate", &u])["sync_state"], "failed");
-    // The good change went through.
-    let (s, _) = app.entity("Note", good["uuid"].as_str().unwrap());
-    assert_eq!(s, 200);
+    // The good change went through, with its data.
+    let (s, note) = app.entity("Note", good["uuid"].as_str().unwrap());
+    assert_eq!(s, 200, "{note}");
+    assert_eq!(
+        (note["data"].clone(), note["version"].clone()),
+        (json!({"text": "fine"}), json!(1))
+    );
+    // The rejected ones never reached the server's store.
+    assert_eq!(app.entity("Rate", &u).0, 404);
 
     // Retry: rejected again (still immutable), still failed.
     let rate_id = failed
@@ -561,6 +568,7 @@ fn daemon_syncs_after_local_writes_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
     handle.stop().unwrap();
+    assert_memo(&app, &u, "hello");
 
     // CLI daemon in its own process: picks up a write made by another process, and stops
     // cleanly on SIGTERM.
@@ -577,6 +585,7 @@ fn daemon_syncs_after_local_writes_and_stops_cleanly() {
     loop {
         let e = node(db.path(), &["get", "Memo", &u]);
         if e.0 == 0 {
+            assert_eq!(e.1["data"], json!({"text": "hello"}), "{}", e.1);
             break;
         }
         assert!(
@@ -597,6 +606,7 @@ fn daemon_syncs_after_local_writes_and_stops_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_memo(&app, &u2, "from B");
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -637,39 +647,93 @@ fn daemon_backs_off_while_unreachable_and_syncs_when_the_server_returns() {
     };
     a.set_setting("server_url", &dead).unwrap();
     a.set_setting("max_retries", "0").unwrap();
-    let events = a.subscribe();
-    let handle = a.spawn_daemon(DaemonOptions {
-        interval: Duration::from_secs(3600),
-        backoff_base: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(400),
-        probe_interval: Duration::from_millis(100),
-        poll_interval: Duration::from_millis(50),
-    });
-    // Several failed attempts, spaced by a growing (capped) backoff.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut failures = 0;
-    while failures < 4 {
-        assert!(Instant::now() < deadline, "daemon did not retry");
-        if let Ok(NodeEvent::SyncFailed { retryable, .. }) =
-            events.recv_timeout(Duration::from_millis(200))
-        {
-            assert!(retryable);
-            failures += 1;
+    // The daemon runs on its own thread and reports every attempt with its time.
+    let (tx, ticks) = std::sync::mpsc::channel::<(Instant, DaemonTick)>();
+    let daemon = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            a.run_daemon(
+                DaemonOptions {
+                    interval: Duration::from_secs(3600),
+                    backoff_base: Duration::from_millis(100),
+                    max_backoff: Duration::from_millis(400),
+                    probe_interval: Duration::from_millis(100),
+                    poll_interval: Duration::from_millis(50),
+                },
+                &mut |t| {
+                    let _ = tx.send((Instant::now(), t.clone()));
+                },
+            )
+        })
+    };
+    // Five failed attempts: the announced wait doubles from 100 ms and stops at the 400 ms
+    // cap, and each next attempt comes after that wait (not sooner, and not much later).
+    let mut failed: Vec<(Instant, f64)> = Vec::new();
+    while failed.len() < 5 {
+        let (at, tick) = ticks
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the daemon did not retry");
+        match tick {
+            DaemonTick::Failed {
+                retryable,
+                failures,
+                retry_in_secs,
+                error,
+            } => {
+                assert!(retryable, "{error}");
+                assert_eq!(failures as usize, failed.len() + 1, "{error}");
+                failed.push((at, retry_in_secs));
+            }
+            other => panic!("synced against a dead server: {other:?}"),
         }
+    }
+    let announced: Vec<f64> = failed.iter().map(|f| f.1).collect();
+    assert_eq!(announced, [0.1, 0.2, 0.4, 0.4, 0.4], "backoff per failure");
+    for w in failed.windows(2) {
+        let gap = w[1].0.duration_since(w[0].0).as_secs_f64();
+        let wait = w[0].1;
+        // Early is a bug; late by more than the daemon's 50 ms poll (plus a loaded machine's
+        // slack) is one too: an uncapped backoff would wait 0.8 s and 1.6 s here.
+        assert!(
+            gap >= wait - 0.005 && gap < wait + 0.3,
+            "attempts {gap:.3} s apart after a {wait} s backoff (all: {:?})",
+            failed
+                .windows(2)
+                .map(|w| w[1].0.duration_since(w[0].0).as_secs_f64())
+                .collect::<Vec<_>>()
+        );
     }
     assert_eq!(a.status().unwrap().in_flight, 1, "nothing lost while down");
     // The server comes back: the probe notices and the daemon syncs.
     a.set_setting("server_url", &app.base).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.entity("Memo", &u).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not sync after recovery"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
+        let (_, tick) = ticks
+            .recv_timeout(Duration::from_secs(20))
+            .expect("daemon did not sync after recovery");
+        if let DaemonTick::Synced { report } = tick {
+            assert_eq!(report.sent, 1, "{report:?}");
+            break;
+        }
     }
-    handle.stop().unwrap();
+    a.request_stop();
+    daemon.join().unwrap().unwrap();
+    assert_memo(&app, &u, "while down");
     assert_eq!(a.status().unwrap().in_flight, 0);
+}
+
+/// The server holds the memo at version 1 with exactly this text.
+fn assert_memo(app: &TestApp, uuid: &str, text: &str) {
+    let (s, memo) = app.entity("Memo", uuid);
+    assert_eq!(s, 200, "{memo}");
+    assert_eq!(
+        (
+            memo["data"].clone(),
+            memo["version"].clone(),
+            memo["deleted"].clone()
+        ),
+        (json!({"text": text}), json!(1), json!(false)),
+        "{memo}"
+    );
 }
 
 #[test]
@@ -684,6 +748,7 @@ fn a_failed_init_force_keeps_the_existing_node() {
         .or_else(|| created["uuid"].as_str())
         .unwrap_or_else(|| panic!("create printed no uuid: {created}"))
         .to_string();
+    let before = ok(d, &["status"]);
     // Re-initializing with a code that is taken fails at the server...
     app.register("TAKEN");
     let (code, v) = node(
@@ -703,9 +768,17 @@ fn a_failed_init_force_keeps_the_existing_node() {
     // ...and the node's database, with its unsent work, is still there.
     let got = ok(d, &["get", "Note", &uuid]);
     assert!(got.to_string().contains("local work"), "{got}");
-    let status = ok(d, &["status"]);
-    assert!(
-        status.to_string().contains("KEEP") || status["pending"] == 1,
-        "{status}"
+    let after = ok(d, &["status"]);
+    assert_eq!(
+        after["node"], before["node"],
+        "the node's identity is unchanged"
     );
+    assert_eq!(after["node"]["code"], "KEEP", "{after}");
+    assert_eq!(after["status"]["pending"], 1, "{after}");
+    // ...and it still syncs with its old registration.
+    let r = sync(d);
+    assert_eq!(r["sent"], 1, "{r}");
+    let (s, note) = app.entity("Note", &uuid);
+    assert_eq!(s, 200, "{note}");
+    assert_eq!(note["data"], json!({"text": "local work"}));
 }

@@ -146,6 +146,291 @@ fn an_unknown_database_scheme_is_a_clear_error() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// `STARSYNC_TEST_EXPECT_BACKEND` (`sqlite` or `postgres`, set by `.ci/run` for each pass)
+/// makes the suite prove which backend it really ran on: a node registered through the test
+/// server must be in that backend's database, read directly.
+#[test]
+fn the_suite_runs_on_the_backend_asked_for() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct V {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        v: String,
+    }
+    let app = crate::helpers::TestApp::spawn();
+    app.register("BACKEND-PROBE");
+    let url = app.cli_env()["DATABASE_URL"].clone();
+    let count = "SELECT COUNT(*) AS n FROM sync_nodes WHERE code = 'BACKEND-PROBE'";
+    let (backend, n, version) = if url.starts_with("postgres") {
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        c.batch_execute("SELECT 1").unwrap();
+        let n = diesel::sql_query(count).get_result::<N>(&mut c).unwrap().n;
+        let v = diesel::sql_query("SELECT version() AS v")
+            .get_result::<V>(&mut c)
+            .unwrap()
+            .v;
+        ("postgres", n, v)
+    } else {
+        let mut c = diesel::SqliteConnection::establish(&url).unwrap();
+        let n = diesel::sql_query(count).get_result::<N>(&mut c).unwrap().n;
+        let v = diesel::sql_query("SELECT 'SQLite ' || sqlite_version() AS v")
+            .get_result::<V>(&mut c)
+            .unwrap()
+            .v;
+        ("sqlite", n, v)
+    };
+    println!("test backend: {backend} ({version})");
+    assert_eq!(n, 1, "the node registered through the server is in {url}");
+    assert!(
+        version.starts_with(if backend == "postgres" {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }),
+        "{version}"
+    );
+    match std::env::var("STARSYNC_TEST_EXPECT_BACKEND") {
+        Ok(expected) => assert_eq!(
+            backend, expected,
+            "STARSYNC_TEST_EXPECT_BACKEND={expected}, but the tests ran on {backend} \
+             (STARSYNC_TEST_DATABASE_URL selects PostgreSQL)"
+        ),
+        Err(_) => println!("(STARSYNC_TEST_EXPECT_BACKEND unset: nothing to compare)"),
+    }
+}
+
+/// An empty PostgreSQL database (not cloned from the migrated template), dropped at the end.
+struct FreshPg {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl FreshPg {
+    fn create(admin: &str) -> FreshPg {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let name = format!("starsync_fresh_{}", uuid::Uuid::new_v4().simple());
+        let mut c = diesel::PgConnection::establish(admin).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .unwrap();
+        FreshPg {
+            admin: admin.to_string(),
+            url: crate::helpers::pg::url_with_db(admin, &name),
+            name,
+        }
+    }
+
+    /// Tables of the public schema, and the diesel migrations recorded.
+    fn schema(&self) -> (Vec<String>, i64) {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct T {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            t: String,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&self.url).unwrap();
+        let tables: Vec<String> = diesel::sql_query(
+            "SELECT table_name::text AS t FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .load::<T>(&mut c)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.t)
+        .collect();
+        let n = if tables.iter().any(|t| t == "__diesel_schema_migrations") {
+            diesel::sql_query("SELECT COUNT(*) AS n FROM __diesel_schema_migrations")
+                .get_result::<N>(&mut c)
+                .unwrap()
+                .n
+        } else {
+            0
+        };
+        (tables, n)
+    }
+}
+
+impl Drop for FreshPg {
+    fn drop(&mut self) {
+        crate::helpers::pg::drop_db(&self.admin, &self.name);
+    }
+}
+
+/// The password of a `postgres://user:password@host/db` URL.
+fn password_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.rsplit_once('@')?.0;
+    Some(format!(":{}@", userinfo.split_once(':')?.1))
+}
+
+/// The PostgreSQL migrations in the source tree (each a folder).
+fn postgres_migrations() -> i64 {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count() as i64
+}
+
+/// Runs `starsync serve` on `url` in `dir`; returns (child, base URL).
+fn serve_on(dir: &std::path::Path, url: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STARSYNC_BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", url)
+        .env("STARSYNC_ADMIN_TOKEN", crate::helpers::ADMIN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let base = lines.by_ref().map_while(Result::ok).find_map(|line| {
+        let b = line.find("listening on http://").map(|p| {
+            line[p + 13..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        });
+        log.push(line);
+        b
+    });
+    std::thread::spawn(move || for _ in lines {});
+    let base = base.unwrap_or_else(|| panic!("server did not start: {}", log.join("\n")));
+    (child, base)
+}
+
+/// Registers a node and exchanges one change through a server: the schema works.
+fn works(base: &str, code: &str) {
+    let (s, reg) = crate::helpers::post_to(
+        base,
+        "/api/sync/register",
+        Some(crate::helpers::ADMIN),
+        &serde_json::json!({"code": code}),
+    );
+    assert_eq!(s, 201, "{reg}");
+    let status: serde_json::Value = ureq::get(&format!("{base}/api/sync/status"))
+        .set(
+            "Authorization",
+            &format!("Bearer {}", crate::helpers::ADMIN),
+        )
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let node = crate::helpers::TestNode {
+        id: reg["node_id"].as_str().unwrap().to_string(),
+        token: reg["auth_token"].as_str().unwrap().to_string(),
+        code: code.to_string(),
+        server_id: status["server_node_id"].as_str().unwrap().to_string(),
+        next_packet_no: 1,
+        acked: 0,
+        entities: Default::default(),
+    };
+    let u = crate::helpers::new_uuid();
+    let mut node = node;
+    let ex = node.sync_at(
+        base,
+        vec![crate::helpers::upsert(
+            "Doc",
+            &u,
+            0,
+            serde_json::json!({"by": code}),
+        )],
+    );
+    assert_eq!(ex.status, 200, "{}", ex.body);
+    assert_eq!(ex.body["processed_count"], 1, "{}", ex.body);
+}
+
+/// Migrations on PostgreSQL from nothing: `starsync migrate` on a fresh, empty database (twice:
+/// the second run changes nothing), and `starsync serve` migrating at start — two processes
+/// starting at once on another fresh database, serialized by the migration lock. The rest of
+/// the suite uses databases cloned from a template migrated in-process, so only this test runs
+/// the shipped commands' migrations on PostgreSQL. Skipped (saying so) without a PostgreSQL
+/// `STARSYNC_TEST_DATABASE_URL`.
+#[test]
+fn migrations_run_on_a_fresh_postgres_database() {
+    let Some(admin) = std::env::var(crate::helpers::BACKEND_ENV)
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+    else {
+        println!("skipped: STARSYNC_TEST_DATABASE_URL names no PostgreSQL server");
+        return;
+    };
+    let expected = postgres_migrations();
+    let dir = tempfile::tempdir().unwrap();
+
+    // `starsync migrate`, twice.
+    let db = FreshPg::create(&admin);
+    assert_eq!(db.schema(), (vec![], 0), "a fresh database is empty");
+    for _ in 0..2 {
+        let out = starsync(dir.path(), &["migrate"], &[("DATABASE_URL", &db.url)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("migrations applied"), "{said}");
+        if let Some(password) = password_of(&db.url) {
+            assert!(
+                !said.contains(&password),
+                "the password is redacted: {said}"
+            );
+        }
+        let (tables, applied) = db.schema();
+        assert_eq!(applied, expected, "every migration recorded once");
+        for t in [
+            "entities",
+            "sync_nodes",
+            "server_state",
+            "object_version_history",
+        ] {
+            assert!(tables.iter().any(|x| x == t), "{t} missing: {tables:?}");
+        }
+    }
+    let (mut child, base) = serve_on(dir.path(), &db.url);
+    works(&base, "MIGRATED");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // `starsync serve` on a fresh database migrates at start; two at once.
+    let db2 = FreshPg::create(&admin);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| serve_on(d1.path(), &db2.url));
+        let tb = s.spawn(|| serve_on(d2.path(), &db2.url));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(db2.schema().1, expected, "every migration recorded once");
+    works(&a.1, "FIRST");
+    works(&b.1, "SECOND");
+    for (mut child, _) in [a, b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
 #[test]
 fn admin_commands_never_create_a_database_and_say_which_one_they_opened() {
     let dir = tempfile::tempdir().unwrap();

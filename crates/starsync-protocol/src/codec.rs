@@ -17,8 +17,16 @@ pub enum CodecError {
     NotHex(String),
     #[error("packet is not gzip data: {0}")]
     NotGzip(String),
+    /// The packet inflates past `limit`. `inflated` and `read` say where decoding stopped
+    /// (bytes produced, gzip bytes consumed), so tests can prove a bomb never fully expands.
     #[error("packet decompresses to more than {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+        /// Bytes the decoder produced before it stopped: `limit + 1` at most.
+        inflated: u64,
+        /// Gzip bytes it consumed by then (the decoder reads ahead one buffer at most).
+        read: u64,
+    },
     #[error("packet is not valid packet JSON: {0}")]
     NotJson(String),
 }
@@ -69,13 +77,33 @@ pub fn inflate_limited(gz: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
         return Err(CodecError::NotGzip("missing gzip header".into()));
     }
     let mut out = Vec::with_capacity(gz.len().saturating_mul(4).min(limit) + 1);
-    let mut dec = MultiGzDecoder::new(gz).take(limit as u64 + 1);
+    let mut input = Counted { rest: gz, read: 0 };
+    let mut dec = MultiGzDecoder::new(&mut input).take(limit as u64 + 1);
     dec.read_to_end(&mut out)
         .map_err(|e| CodecError::NotGzip(e.to_string()))?;
+    drop(dec);
     if out.len() > limit {
-        return Err(CodecError::TooLarge { limit });
+        return Err(CodecError::TooLarge {
+            limit,
+            inflated: out.len() as u64,
+            read: input.read,
+        });
     }
     Ok(out)
+}
+
+/// The gzip input, counting what the decoder consumed.
+struct Counted<'a> {
+    rest: &'a [u8],
+    read: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.rest.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Gzips bytes into one gzip member (RFC 1952) at [`GZIP_LEVEL`].
@@ -117,7 +145,12 @@ mod tests {
         let gz = gzip_bytes(&zeros);
         assert!(gz.len() < 100 * 1024);
         match inflate_limited(&gz, 1024 * 1024) {
-            Err(CodecError::TooLarge { limit }) => assert_eq!(limit, 1024 * 1024),
+            Err(CodecError::TooLarge {
+                limit, inflated, ..
+            }) => {
+                assert_eq!(limit, 1024 * 1024);
+                assert_eq!(inflated, limit as u64 + 1);
+            }
             other => panic!("expected TooLarge, got {other:?}"),
         }
     }
