@@ -8,7 +8,10 @@ use starsync_protocol::api::{
     ConflictRow, EntityView, NodeInfo, RegisterRequest, RegisterResponse, ResolveRequest,
     TokenResponse,
 };
-use starsync_protocol::{self, EntityId, EntityType, NodeCode, Resolution, Winner};
+use starsync_protocol::{
+    self, validate_entity_data, validate_text, EntityData, EntityId, EntityType, NodeCode,
+    Resolution, Winner,
+};
 
 use super::apply::SeqAlloc;
 use super::auth::{new_token, token_hash};
@@ -27,6 +30,13 @@ impl Engine {
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| code.clone());
+        for (what, text) in [
+            ("name", Some(&name)),
+            ("description", req.description.as_ref()),
+        ] {
+            validate_text(what, text.map_or("", |t| t.as_str()))
+                .map_err(EngineError::InvalidRequest)?;
+        }
         if name.chars().count() > 200 {
             return Err(EngineError::InvalidRequest(
                 "name must be at most 200 characters".into(),
@@ -163,12 +173,7 @@ impl Engine {
         }
         let choice =
             match (&req.data, req.use_.as_deref()) {
-                (Some(d), None) if d.is_object() => Choice::Data(d.to_string()),
-                (Some(_), None) => {
-                    return Err(EngineError::InvalidRequest(
-                        "data must be a JSON object".into(),
-                    ))
-                }
+                (Some(d), None) => Choice::Data(admin_data(d.clone())?),
                 (None, Some("history")) => Choice::History,
                 (None, Some("server")) => Choice::Server,
                 (None, Some(other)) => {
@@ -218,7 +223,7 @@ impl Engine {
                     "conflict {id} was already resolved"
                 )));
             }
-            Ok(entity_view(ent))
+            entity_view(ent)
         })?;
         tracing::info!(conflict = %id, entity_type = %view.entity_type, version = view.version, "conflict resolved by admin");
         Ok(view)
@@ -229,7 +234,7 @@ impl Engine {
         self.read(|c| {
             entities::get(c, entity_type, uuid)?
                 .map(entity_view)
-                .ok_or_else(|| EngineError::NotFound(format!("no entity {entity_type}/{uuid}")))
+                .ok_or_else(|| EngineError::NotFound(format!("no entity {entity_type}/{uuid}")))?
         })
     }
 
@@ -239,18 +244,10 @@ impl Engine {
         &self,
         entity_type: &str,
         uuid: &str,
-        data: Option<serde_json::Value>,
+        data: Option<EntityData>,
     ) -> EngineResult<EntityView> {
         check_entity_key(entity_type, uuid)?;
-        let data = match data {
-            Some(d) if d.is_object() => Some(d.to_string()),
-            Some(_) => {
-                return Err(EngineError::InvalidRequest(
-                    "data must be a JSON object".into(),
-                ))
-            }
-            None => None,
-        };
+        let data = data.map(admin_data).transpose()?;
         let now = starsync_protocol::now_ts();
         let view = self.write(|c| {
             if data.is_none() {
@@ -261,11 +258,11 @@ impl Engine {
                         )))
                     }
                     // Deleting a tombstone is a no-op, as it is for nodes (PROTOCOL §5).
-                    Some(e) if e.is_deleted => return Ok(entity_view(e)),
+                    Some(e) if e.is_deleted => return entity_view(e),
                     Some(_) => {}
                 }
             }
-            Ok(entity_view(admin_write(c, entity_type, uuid, data, &now)?))
+            entity_view(admin_write(c, entity_type, uuid, data, &now)?)
         })?;
         tracing::info!(
             entity_type,
@@ -275,6 +272,13 @@ impl Engine {
         );
         Ok(view)
     }
+}
+
+/// An admin's new state for an entity: the same rule as a node's change
+/// ([`validate_entity_data`]), answered 422. Kept as the text sent, numbers and all.
+fn admin_data(data: EntityData) -> EngineResult<String> {
+    validate_entity_data(data.as_str()).map_err(|r| EngineError::InvalidRequest(r.message))?;
+    Ok(data.into_string())
 }
 
 fn check_entity_key(entity_type: &str, uuid: &str) -> EngineResult<()> {
@@ -331,19 +335,30 @@ pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
     }
 }
 
-fn entity_view(e: Entity) -> EntityView {
-    EntityView {
-        data: if e.is_deleted {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null)
-        },
+/// Data exactly as stored (the text its author wrote).
+fn stored_data(text: String, what: &str) -> EngineResult<EntityData> {
+    EntityData::from_json(text).map_err(|e| {
+        EngineError::Store(crate::store::StoreError::Corrupt(format!(
+            "{what} holds invalid JSON: {e}"
+        )))
+    })
+}
+
+fn entity_view(e: Entity) -> EngineResult<EntityView> {
+    let data = if e.is_deleted {
+        None
+    } else {
+        let what = format!("entity {}/{}", e.entity_type, e.entity_uuid);
+        Some(stored_data(e.data, &what)?)
+    };
+    Ok(EntityView {
+        data,
         entity_type: e.entity_type,
         entity_uuid: e.entity_uuid,
         version: e.version,
         deleted: e.is_deleted,
         updated_at: e.updated_at,
-    }
+    })
 }
 
 fn conflict_row(r: HistoryRow) -> EngineResult<ConflictRow> {
@@ -352,8 +367,7 @@ fn conflict_row(r: HistoryRow) -> EngineResult<ConflictRow> {
         .parse()
         .map_err(|e| crate::store::StoreError::Corrupt(format!("history row {}: {e}", r.id)))?;
     Ok(ConflictRow {
-        serialized_data: serde_json::from_str(&r.serialized_data)
-            .unwrap_or(serde_json::Value::Null),
+        serialized_data: stored_data(r.serialized_data, &format!("history row {}", r.id))?,
         id: r.id,
         entity_type: r.entity_type,
         entity_uuid: r.entity_uuid,
