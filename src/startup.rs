@@ -77,6 +77,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .wrap(actix_web::middleware::from_fn(api::middleware::guard))
                 .wrap(tracing_actix())
                 .configure(api::configure)
                 .default_service(web::to(not_found))
