@@ -106,3 +106,66 @@ fn code_for(status: StatusCode) -> ErrorCode {
         _ => ErrorCode::InvalidRequest,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{test, web, App, HttpResponse};
+
+    #[actix_web::test]
+    async fn error_answers_without_json_get_the_protocol_body() {
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(super::guard))
+                .route(
+                    "/empty",
+                    web::get().to(|| async { HttpResponse::BadRequest().finish() }),
+                )
+                .route(
+                    "/text",
+                    web::get().to(|| async { HttpResponse::PayloadTooLarge().body("too big") }),
+                )
+                .route(
+                    "/boom",
+                    web::get().to(|| async { HttpResponse::InternalServerError().body("secret") }),
+                )
+                .route(
+                    "/json",
+                    web::get().to(|| async {
+                        HttpResponse::Conflict().json(serde_json::json!({"error": "code_taken"}))
+                    }),
+                )
+                .route(
+                    "/ok",
+                    web::get().to(|| async { HttpResponse::Ok().body("fine") }),
+                ),
+        )
+        .await;
+        let call = |path: &'static str| {
+            let req = test::TestRequest::get().uri(path).to_request();
+            test::call_service(&app, req)
+        };
+        for (path, status, code, message) in [
+            ("/empty", 400, "invalid_request", "bad request"),
+            (
+                "/text",
+                413,
+                "payload_too_large",
+                "payload too large: too big",
+            ),
+            ("/boom", 500, "internal_error", "internal server error"),
+            ("/json", 409, "code_taken", ""),
+            ("/x%00y", 422, "invalid_request", ""),
+            ("/ok?a=%00", 422, "invalid_request", ""),
+        ] {
+            let res = call(path).await;
+            assert_eq!(res.status().as_u16(), status, "{path}");
+            let body: serde_json::Value = test::read_body_json(res).await;
+            assert_eq!(body["error"], code, "{path}: {body}");
+            if !message.is_empty() {
+                assert_eq!(body["message"], message, "{path}");
+            }
+        }
+        let res = call("/ok").await;
+        assert_eq!(test::read_body(res).await, "fine");
+    }
+}

@@ -12,6 +12,7 @@ mod cli_offline;
 mod commit_order;
 mod conflicts;
 mod delivery;
+mod hostile;
 mod http_errors;
 mod idempotency;
 mod multiprocess;

@@ -145,3 +145,38 @@ fn an_unknown_database_scheme_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for token in ["x", "0123456789abcdef0123456789abcde"] {
+        let out = starsync(
+            dir.path(),
+            &["serve"],
+            &[
+                ("STARSYNC_ADMIN_TOKEN", token),
+                ("STARSYNC_BIND", "127.0.0.1:0"),
+            ],
+        );
+        assert!(
+            !out.status.success(),
+            "served with a {}-character token",
+            token.len()
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("STARSYNC_ADMIN_TOKEN") && err.contains("at least 32"),
+            "{err}"
+        );
+    }
+    // A token file edited down to a short token is refused the same way, naming the file.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/admin_token"), "short\n").unwrap();
+    let out = starsync(dir.path(), &["serve"], &[("STARSYNC_BIND", "127.0.0.1:0")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin_token") && err.contains("at least 32"),
+        "{err}"
+    );
+}
