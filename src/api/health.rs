@@ -40,7 +40,7 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
                 "error": ErrorCode::DatabaseWriteFailed,
                 "message": format!(
                     "writes to the database fail (the last failed at {since}): a full disk or \
-                     a read-only database? Nothing is lost; see the server log"
+                     a read-only database? Failed writes were rolled back; see the server log"
                 ),
             }))
         }
