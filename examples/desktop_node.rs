@@ -118,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let names: HashMap<String, serde_json::Value> = bob
         .list("Estimate")?
         .into_iter()
-        .map(|e| (e.entity_uuid, e.data["name"].clone()))
+        .map(|e| (e.entity_uuid, e.data.to_value()["name"].clone()))
         .collect();
     println!("bob now has {} estimates: {names:?}", names.len());
 
@@ -130,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shown = bob.get("Estimate", &roof)?.expect("bob has the roof");
     println!(
         "after the conflict bob shows value {} (server's strategy decided)",
-        shown.data["value"]
+        shown.data.to_value()["value"]
     );
 
     drop(bob);

@@ -76,6 +76,10 @@ pub struct SyncSettings {
     pub schema_version: String,
     pub packet_timeout: u64,
     pub max_retries: u32,
+    /// How far (seconds) a change's `updated_at` may be ahead of the server's clock; later
+    /// ones are rejected per change (`invalid_updated_at`), so a wrong clock cannot win
+    /// `timestamp_wins` forever.
+    pub max_clock_skew_secs: u64,
 }
 
 /// Conflict strategies of PROTOCOL §5.
@@ -262,10 +266,23 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_MAX_CONNECTIONS") {
             self.server.max_connections = num("STARSYNC_MAX_CONNECTIONS", v)?;
         }
+        if let Some(v) = get(env, "STARSYNC_MAX_CLOCK_SKEW_SECS") {
+            self.sync.max_clock_skew_secs = num("STARSYNC_MAX_CLOCK_SKEW_SECS", v)?;
+        }
         Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        check_admin_token(
+            &self.server.admin_token,
+            "STARSYNC_ADMIN_TOKEN (or server.admin_token)",
+        )?;
+        if self.sync.max_clock_skew_secs > MAX_CLOCK_SKEW_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "sync.max_clock_skew_secs (STARSYNC_MAX_CLOCK_SKEW_SECS) must be at most \
+                 {MAX_CLOCK_SKEW_SECS} (one year)"
+            )));
+        }
         if self.sync.batch_size == 0 || self.sync.batch_size > 100_000 {
             return Err(ConfigError::Invalid(
                 "sync.batch_size must be between 1 and 100000".into(),
@@ -314,6 +331,26 @@ impl Settings {
             self.database.url.trim().to_string()
         }
     }
+}
+
+/// Shortest admin token accepted. Why: the admin token guards every node and entity; a short
+/// one can be guessed over HTTP. Generated tokens have 256 random bits (68 characters).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Upper bound of `sync.max_clock_skew_secs` (one year), far beyond any real clock error.
+const MAX_CLOCK_SKEW_SECS: u64 = 366 * 24 * 3600;
+
+/// A configured admin token (empty: none configured) must have at least
+/// [`MIN_ADMIN_TOKEN_CHARS`] characters; `source` names where it came from.
+pub fn check_admin_token(token: &str, source: &str) -> Result<(), ConfigError> {
+    let len = token.trim().chars().count();
+    if len > 0 && len < MIN_ADMIN_TOKEN_CHARS {
+        return Err(ConfigError::Invalid(format!(
+            "{source} is {len} characters long; an admin token must have at least \
+             {MIN_ADMIN_TOKEN_CHARS} (unset it to have one generated)"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_toml(text: &str, name: &str) -> Result<toml::Value, ConfigError> {
@@ -390,6 +427,23 @@ mod tests {
         env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "0".into());
         let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();
         assert!(err.to_string().contains("body_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn short_admin_tokens_and_skew() {
+        let mut env = HashMap::new();
+        env.insert("STARSYNC_ADMIN_TOKEN".into(), "x".into());
+        let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();
+        assert!(err.to_string().contains("STARSYNC_ADMIN_TOKEN"), "{err}");
+        env.insert(
+            "STARSYNC_ADMIN_TOKEN".into(),
+            "x".repeat(MIN_ADMIN_TOKEN_CHARS),
+        );
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.sync.max_clock_skew_secs, 600);
+        env.insert("STARSYNC_MAX_CLOCK_SKEW_SECS".into(), "5".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.sync.max_clock_skew_secs, 5);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -90,6 +92,7 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(body_deadline)
+                .wrap(actix_web::middleware::from_fn(api::middleware::guard))
                 .wrap(tracing_actix())
                 .configure(api::configure)
                 .default_service(web::to(not_found))
@@ -209,13 +212,15 @@ pub fn resolve_admin_token(
     };
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => {
+            let source = format!("the admin token in {}", path.display());
+            crate::config::check_admin_token(&t, &source)?;
             return Ok((
                 t.trim().to_string(),
                 AdminTokenSource::File {
                     path,
                     created: false,
                 },
-            ))
+            ));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,6 +1,10 @@
 //! `GET /health` for load balancers: no auth. It checks that this process can reach its
 //! database, so a balancer stops sending nodes to a process whose database is gone (every
-//! exchange would fail there anyway).
+//! exchange would fail there anyway) — and that it can write there: after a write transaction
+//! failed for want of a working database (a full disk, a read-only file), it answers 503
+//! `database_write_failed` until a write succeeds. It tries one itself (an empty write
+//! transaction), so the process comes back by itself once the disk has room again, even when
+//! the balancer sends it no traffic meanwhile.
 
 use actix_web::{web, HttpResponse};
 use starsync_protocol::ErrorCode;
@@ -11,11 +15,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/health").route(web::get().to(health)));
 }
 
+/// What the health check found.
+enum Found {
+    Ok,
+    /// Writes fail since this time.
+    WritesFail(String),
+}
+
 async fn health(engine: web::Data<Engine>) -> HttpResponse {
     let engine = engine.clone();
-    match web::block(move || engine.check_database()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
-        Ok(Err(e)) => {
+    let check = move || {
+        engine.check_database()?;
+        Ok(match engine.write_failed_at() {
+            Some(_) if engine.probe_write().is_ok() => Found::Ok,
+            Some(at) => Found::WritesFail(engine.write_failed_at().unwrap_or(at)),
+            None => Found::Ok,
+        })
+    };
+    match web::block(check).await {
+        Ok(Ok(Found::Ok)) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
+        Ok(Ok(Found::WritesFail(since))) => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({
+                "status": "unavailable",
+                "error": ErrorCode::DatabaseWriteFailed,
+                "message": format!(
+                    "writes to the database fail (the last failed at {since}): a full disk or \
+                     a read-only database? Failed writes were rolled back; see the server log"
+                ),
+            }))
+        }
+        Ok(Err::<_, crate::engine::EngineError>(e)) => {
             tracing::warn!(error = %e, "health check: database unreachable");
             HttpResponse::ServiceUnavailable().json(serde_json::json!({
                 "status": "unavailable",

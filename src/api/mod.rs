@@ -7,6 +7,7 @@ pub mod entities;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod middleware;
 pub mod nodes;
 pub mod sync;
 

@@ -257,7 +257,7 @@ pub fn conflicts(engine: &Engine, cmd: ConflictsCmd, json: bool) -> CliResult {
         ConflictsCmd::Resolve { id, data, use_ } => {
             let data = match data {
                 Some(d) => Some(
-                    serde_json::from_str::<serde_json::Value>(&d)
+                    starsync_protocol::EntityData::from_json(d)
                         .map_err(|e| format!("--data is not JSON: {e}"))?,
                 ),
                 None => None,
@@ -268,7 +268,10 @@ pub fn conflicts(engine: &Engine, cmd: ConflictsCmd, json: bool) -> CliResult {
             } else {
                 println!(
                     "resolved: {}/{} is now version {}: {}",
-                    view.entity_type, view.entity_uuid, view.version, view.data
+                    view.entity_type,
+                    view.entity_uuid,
+                    view.version,
+                    view.data.map_or("null".to_string(), |d| d.into_string())
                 );
             }
         }

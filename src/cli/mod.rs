@@ -81,6 +81,8 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
   STARSYNC_MAX_PACKET_BYTES   largest decompressed packet (default 64 MiB)
   STARSYNC_BODY_TIMEOUT_SECS  a request body must arrive within this many seconds... (default 30)
   STARSYNC_BODY_MIN_BYTES_PER_SEC  ...plus one second per this many bytes received (default 16384)
+  STARSYNC_MAX_CLOCK_SKEW_SECS  how far ahead of the server's clock an updated_at may be
+                              (default 600)
   STARSYNC_MAX_CONNECTIONS    most open connections (default 25000; lowered to fit the open-file
                               limit)
   RUST_LOG                    log filter (default info)";

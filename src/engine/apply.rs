@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::config::{Strategy, TypeRules};
 use crate::store::models::{Entity, HistoryRow, QueueRow};
@@ -10,7 +11,7 @@ use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::api::ConflictReport;
 use starsync_protocol::Strategy as WireStrategy;
 use starsync_protocol::{
-    self, Change, ChangeRejection, Operation, RejectReason, Resolution, Winner,
+    self, Change, ChangeRejection, Operation, RejectReason, Resolution, ValidChange, Winner,
 };
 
 /// Hands out global sequence numbers inside one write transaction; the counter row is written
@@ -76,6 +77,7 @@ pub struct ApplyCtx<'a> {
 }
 
 /// One cached entity and what must be written for it at flush.
+#[derive(Clone)]
 struct Slot {
     entity: Option<Entity>,
     write: Pending,
@@ -199,6 +201,52 @@ impl<'a> ApplyCtx<'a> {
     }
 }
 
+/// Applies one change like [`apply_change`], but inside a savepoint and written at once, so
+/// that a statement the database refuses rejects this change alone.
+///
+/// Why: a packet cannot change once numbered, so a change the database refuses for its values
+/// would otherwise fail the packet's transaction on every resend and stop the node for good.
+/// Used only when a packet's transaction failed that way (see `Engine::exchange`); if the
+/// transaction then commits, the database works and the refusal was about this change.
+pub fn apply_change_isolated(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    rules: Option<&TypeRules>,
+    strategy: Strategy,
+    c: &Change,
+    valid: &ValidChange,
+) -> Result<Result<Applied, ChangeRejection>, StoreError> {
+    use diesel::Connection;
+    let key = (c.entity_type.clone(), c.entity_uuid.clone());
+    let saved = (ctx.cache.get(&key).cloned(), ctx.queue_rows);
+    let result = conn.transaction(|conn| {
+        let applied = apply_change(conn, ctx, rules, strategy, c, valid)?;
+        ctx.flush(conn)?;
+        Ok::<_, StoreError>(applied)
+    });
+    match result {
+        Err(e) if e.is_statement_refusal() => {
+            // The savepoint is rolled back; so is what the cache knew of the change.
+            match saved.0 {
+                Some(slot) => ctx.cache.insert(key, slot),
+                None => ctx.cache.remove(&key),
+            };
+            ctx.queue_rows = saved.1;
+            tracing::warn!(
+                error = %e,
+                entity_type = %c.entity_type,
+                entity_uuid = %c.entity_uuid,
+                "the database refused a change; it is rejected, the rest of its packet applied"
+            );
+            Ok(Err(ChangeRejection::new(
+                RejectReason::DatabaseRefused,
+                "the database refused to store this change; the server log has the details",
+            )))
+        }
+        other => other,
+    }
+}
+
 /// Applies a change that passed [`starsync_protocol::validate_change`]. Rejections are per change;
 /// store errors abort the whole packet.
 pub fn apply_change(
@@ -207,8 +255,9 @@ pub fn apply_change(
     rules: Option<&TypeRules>,
     strategy: Strategy,
     c: &Change,
-    op: Operation,
+    valid: &ValidChange,
 ) -> Result<Result<Applied, ChangeRejection>, StoreError> {
+    let op = valid.operation;
     if rules.map(|r| r.immutable).unwrap_or(false) {
         return Ok(Err(ChangeRejection::new(
             RejectReason::ImmutableType,
@@ -218,9 +267,7 @@ pub fn apply_change(
             ),
         )));
     }
-    let updated_at = starsync_protocol::parse_ts(&c.updated_at)
-        .map(starsync_protocol::format_ts)
-        .unwrap_or_else(|| ctx.now.to_string());
+    let updated_at = valid.updated_at.clone();
     let mut base = c.base_version.unwrap_or(0) as i64;
     let existing = ctx.get(conn, &c.entity_type, &c.entity_uuid)?;
     let Some(e) = existing else {
@@ -496,22 +543,77 @@ fn record_conflict(
 
 /// "Done wins": for each priority field, when the loser has the value and the winner does
 /// not, the winner's data takes it. Returns the merged JSON only when it differs from `winner`.
+///
+/// Works on the objects' fields as JSON text, in their order: every value keeps its exact
+/// text (a number is never rewritten); only the priority field changes.
 pub fn merge_priority(
     winner: &str,
     loser: &str,
     priority: Option<&std::collections::BTreeMap<String, Value>>,
 ) -> Option<String> {
     let priority = priority.filter(|p| !p.is_empty())?;
-    let mut w: Map<String, Value> = serde_json::from_str(winner).ok()?;
-    let l: Map<String, Value> = serde_json::from_str(loser).ok()?;
+    let mut w = object_fields(winner)?;
+    let l = object_fields(loser)?;
+    let holds = |fields: &[(String, Box<RawValue>)], field: &str, value: &Value| {
+        fields
+            .iter()
+            .find(|(k, _)| k == field)
+            .and_then(|(_, v)| serde_json::from_str::<Value>(v.get()).ok())
+            .as_ref()
+            == Some(value)
+    };
     let mut changed = false;
     for (field, value) in priority {
-        if w.get(field) != Some(value) && l.get(field) == Some(value) {
-            w.insert(field.clone(), value.clone());
-            changed = true;
+        if holds(&w, field, value) || !holds(&l, field, value) {
+            continue;
+        }
+        let Some((_, raw)) = l.iter().find(|(k, _)| k == field) else {
+            continue;
+        };
+        match w.iter_mut().find(|(k, _)| k == field) {
+            Some(slot) => slot.1 = raw.clone(),
+            None => w.push((field.clone(), raw.clone())),
+        }
+        changed = true;
+    }
+    changed.then(|| {
+        let mut out = String::from("{");
+        for (i, (k, v)) in w.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::from(k.as_str()).to_string());
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+        out
+    })
+}
+
+/// The fields of a JSON object as (key, value text), in order; None when it is not an object.
+fn object_fields(text: &str) -> Option<Vec<(String, Box<RawValue>)>> {
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = Vec<(String, Box<RawValue>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                out.push(entry);
+            }
+            Ok(out)
         }
     }
-    changed.then(|| Value::Object(w).to_string())
+    use serde::Deserializer;
+    serde_json::Deserializer::from_str(text)
+        .deserialize_map(Fields)
+        .ok()
 }
 
 #[cfg(test)]
@@ -533,5 +635,23 @@ mod tests {
         assert_eq!(v["n"], 1);
         assert!(merge_priority(r#"{"status":"done"}"#, r#"{"status":"open"}"#, Some(&p)).is_none());
         assert!(merge_priority(r#"{"status":"open"}"#, r#"{"status":"open"}"#, Some(&p)).is_none());
+    }
+
+    #[test]
+    fn a_merge_keeps_every_other_value_as_written() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("status".to_string(), Value::from("done"));
+        let merged = merge_priority(
+            r#"{"z":18446744073709551616,"status":"open","a":1E5,"b":-0}"#,
+            r#"{"status":"done","n":2}"#,
+            Some(&p),
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            r#"{"z":18446744073709551616,"status":"done","a":1E5,"b":-0}"#
+        );
+        let added = merge_priority(r#"{"n":1.0}"#, r#"{"status" : "done"}"#, Some(&p)).unwrap();
+        assert_eq!(added, r#"{"n":1.0,"status":"done"}"#);
     }
 }

@@ -6,10 +6,10 @@ use std::time::Instant;
 use crate::store::models::{InPacketReport, Node};
 use crate::store::{nodes, queue, Conn};
 use starsync_protocol::api::{ChangeError, ConflictReport};
-use starsync_protocol::{self, schema_major, validate_change, Packet};
+use starsync_protocol::{self, schema_major, validate_change, validate_text, ClockRule, Packet};
 use starsync_protocol::{ErrorCode, RejectReason};
 
-use super::apply::{apply_change, Applied, ApplyCtx, SeqAlloc};
+use super::apply::{apply_change, apply_change_isolated, Applied, ApplyCtx, SeqAlloc};
 use super::{outbound, Engine, EngineError, EngineResult};
 
 /// What applying (or recognising) a node packet did.
@@ -65,7 +65,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Inside a write transaction: acknowledgment, then the packet's changes.
+    /// Runs a packet's transaction (`run(false)`); when the database refused one of its
+    /// statements, runs it again applying the changes one at a time (`run(true)`), so that a
+    /// change the database refuses is rejected alone. Why: a packet cannot change once numbered,
+    /// so failing the whole packet would fail every resend and stop its node for good.
+    fn apply_once_or_isolated<T>(&self, run: impl Fn(bool) -> EngineResult<T>) -> EngineResult<T> {
+        match run(false) {
+            Err(EngineError::Store(e)) if e.is_statement_refusal() => {
+                tracing::warn!(
+                    error = %e,
+                    "the database refused a statement of a packet; applying its changes one at a time"
+                );
+                run(true)
+            }
+            other => other,
+        }
+    }
+
+    /// Inside a write transaction: acknowledgment, then the packet's changes (`isolate`: each
+    /// change in its own savepoint, see [`apply_change_isolated`]).
     fn receive_in_tx(
         &self,
         conn: &mut Conn,
@@ -73,6 +91,7 @@ impl Engine {
         p: &Packet,
         seq: &mut SeqAlloc,
         now: &str,
+        isolate: bool,
     ) -> EngineResult<ReceiveReport> {
         let ack = p.ack_packet_no as i64;
         if ack > node.sent_packet_no {
@@ -115,14 +134,24 @@ impl Engine {
             return Ok(report);
         }
         node.received_packet_no = packet_no;
+        // Every rule that needs no database runs first, so only valid values reach a query
+        // (PostgreSQL refuses a NUL in any text: one in an id used to fail the packet forever).
+        let clock = ClockRule::now(self.settings.sync.max_clock_skew_secs);
+        let checked: Vec<_> = p
+            .changes
+            .iter()
+            .map(|c| validate_change(c, &clock))
+            .collect();
         let mut ctx = ApplyCtx::new(&node.id, now, seq);
         ctx.preload(
             conn,
             p.changes
                 .iter()
-                .map(|c| (c.entity_type.as_str(), c.entity_uuid.as_str())),
+                .zip(&checked)
+                .filter(|(_, v)| v.is_ok())
+                .map(|(c, _)| (c.entity_type.as_str(), c.entity_uuid.as_str())),
         )?;
-        for c in &p.changes {
+        for (c, checked) in p.changes.iter().zip(checked) {
             let rejected = |reason: RejectReason, message: String| ChangeError {
                 change_id: c.change_id.clone(),
                 entity_type: c.entity_type.clone(),
@@ -131,8 +160,8 @@ impl Engine {
                 reason,
                 message,
             };
-            let op = match validate_change(c) {
-                Ok(op) => op,
+            let valid = match checked {
+                Ok(v) => v,
                 Err(r) => {
                     report.errors.push(rejected(r.reason, r.message));
                     continue;
@@ -140,7 +169,12 @@ impl Engine {
             };
             let rules = self.settings.conflicts.rules(&c.entity_type);
             let strategy = self.settings.conflicts.strategy_for(&c.entity_type);
-            match apply_change(conn, &mut ctx, rules, strategy, c, op)? {
+            let applied = if isolate {
+                apply_change_isolated(conn, &mut ctx, rules, strategy, c, &valid)?
+            } else {
+                apply_change(conn, &mut ctx, rules, strategy, c, &valid)?
+            };
+            match applied {
                 Ok(Applied::Done) => report.processed_count += 1,
                 Ok(Applied::Conflict(r)) => {
                     report.processed_count += 1;
@@ -173,22 +207,25 @@ impl Engine {
         let started = Instant::now();
         self.check_packet_header(caller, &packet)?;
         let now = starsync_protocol::now_ts();
-        let (report, answer, node) = self.write(|conn| {
-            let mut node = self.reload_active(conn, &caller.id)?;
-            let mut seq = SeqAlloc::begin(conn)?;
-            let report = self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now)?;
-            let answer = outbound::build_packet(
-                conn,
-                &mut node,
-                &self.server_node_id,
-                &self.settings.sync.schema_version,
-                self.settings.sync.batch_size,
-                seq.last(),
-                &now,
-            )?;
-            seq.finish(conn)?;
-            nodes::save_counters(conn, &node)?;
-            Ok((report, answer, node))
+        let (report, answer, node) = self.apply_once_or_isolated(|isolate| {
+            self.write(|conn| {
+                let mut node = self.reload_active(conn, &caller.id)?;
+                let mut seq = SeqAlloc::begin(conn)?;
+                let report =
+                    self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
+                let answer = outbound::build_packet(
+                    conn,
+                    &mut node,
+                    &self.server_node_id,
+                    &self.settings.sync.schema_version,
+                    self.settings.sync.batch_size,
+                    seq.last(),
+                    &now,
+                )?;
+                seq.finish(conn)?;
+                nodes::save_counters(conn, &node)?;
+                Ok((report, answer, node))
+            })
         })?;
         tracing::info!(
             node = %node.code,
@@ -214,14 +251,16 @@ impl Engine {
     /// Applies a node packet that arrived as a file (offline transfer): the same rules as
     /// HTTP, without an answer packet (the operator exports one when the node needs it).
     pub fn import_packet(&self, packet: Packet) -> EngineResult<(String, ReceiveReport)> {
+        let unknown = || {
+            EngineError::NotFound(format!(
+                "packet sender {} is not a registered node",
+                trunc(&packet.sender_node_id)
+            ))
+        };
+        validate_text("sender_node_id", &packet.sender_node_id).map_err(|_| unknown())?;
         let node = self
             .read(|c| Ok(nodes::by_id(c, &packet.sender_node_id)?))?
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "packet sender {} is not a registered node",
-                    trunc(&packet.sender_node_id)
-                ))
-            })?;
+            .ok_or_else(unknown)?;
         if !node.active {
             return Err(EngineError::Forbidden(format!(
                 "node {} is disabled; enable it before importing its packets",
@@ -230,13 +269,16 @@ impl Engine {
         }
         self.check_packet_header(&node, &packet)?;
         let now = starsync_protocol::now_ts();
-        let report = self.write(|conn| {
-            let mut node = self.reload_active(conn, &node.id)?;
-            let mut seq = SeqAlloc::begin(conn)?;
-            let report = self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now)?;
-            seq.finish(conn)?;
-            nodes::save_counters(conn, &node)?;
-            Ok(report)
+        let report = self.apply_once_or_isolated(|isolate| {
+            self.write(|conn| {
+                let mut node = self.reload_active(conn, &node.id)?;
+                let mut seq = SeqAlloc::begin(conn)?;
+                let report =
+                    self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
+                seq.finish(conn)?;
+                nodes::save_counters(conn, &node)?;
+                Ok(report)
+            })
         })?;
         tracing::info!(
             node = %node.code,

@@ -97,6 +97,10 @@ pub struct Engine {
     /// rotating over pooled connections, each found its cache stale after the others wrote).
     /// `None` after a failed transaction: the next write takes a fresh connection from the pool.
     pub(crate) writer: Mutex<Option<store::PooledConn>>,
+    /// When this process's last write transaction failed for want of a working database (a
+    /// full disk, a read-only file, a lost connection): `/health` answers 503 until a write
+    /// succeeds. `None` while writes work.
+    write_failed_at: Mutex<Option<String>>,
     /// SQLite only: background WAL checkpoints (stops with the engine).
     _checkpointer: Option<store::Checkpointer>,
 }
@@ -131,6 +135,7 @@ impl Engine {
             server_code: ident.code,
             admin_token_hash: auth::sha256(admin_token),
             writer: Mutex::new(None),
+            write_failed_at: Mutex::new(None),
             _checkpointer: None,
         })
     }
@@ -154,15 +159,48 @@ impl Engine {
     ) -> EngineResult<T> {
         let mut slot = self.writer.lock();
         if slot.is_none() {
-            *slot = Some(self.pool.get()?);
+            match self.pool.get() {
+                Ok(c) => *slot = Some(c),
+                Err(e) => return Err(self.write_failed(StoreError::Pool(e).into())),
+            }
         }
         let conn = slot.as_mut().expect("writer connection was just set");
         let result = store::write_tx(conn, f);
-        if matches!(result, Err(EngineError::Store(_))) {
-            // The connection may be broken (database restarted): use a fresh one next time.
-            *slot = None;
+        match result {
+            Ok(v) => {
+                *self.write_failed_at.lock() = None;
+                Ok(v)
+            }
+            Err(e @ EngineError::Store(_)) => {
+                // The connection may be broken (database restarted): use a fresh one next time.
+                *slot = None;
+                Err(self.write_failed(e))
+            }
+            Err(e) => Err(e),
         }
-        result
+    }
+
+    /// Notes a failed write transaction for `/health` (unless the database refused particular
+    /// values, which says nothing about whether writes work).
+    fn write_failed(&self, e: EngineError) -> EngineError {
+        if let EngineError::Store(s) = &e {
+            if s.is_unavailability() {
+                tracing::error!(error = %s, "a database write failed; /health reports 503 until one succeeds");
+                *self.write_failed_at.lock() = Some(starsync_protocol::now_ts());
+            }
+        }
+        e
+    }
+
+    /// When the last write transaction failed, if writes have not worked since.
+    pub fn write_failed_at(&self) -> Option<String> {
+        self.write_failed_at.lock().clone()
+    }
+
+    /// An empty write transaction (it takes and writes the writer lock row, then commits): the
+    /// cheapest proof that writes work again.
+    pub fn probe_write(&self) -> EngineResult<()> {
+        self.write(|_| Ok(()))
     }
 
     /// One trivial query on a pooled connection: can this process reach its database?

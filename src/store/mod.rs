@@ -65,6 +65,47 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// The database refused a statement while the connection itself kept working: possibly
+    /// because of the values written (a data or constraint error), so applying a packet's
+    /// changes one by one can single the culprit out. A lost connection, a failed
+    /// serialization or a read-only transaction says nothing about the values.
+    pub fn is_statement_refusal(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as K;
+        match self {
+            StoreError::Db(diesel::result::Error::DatabaseError(kind, _)) => !matches!(
+                kind,
+                K::ClosedConnection
+                    | K::UnableToSendCommand
+                    | K::SerializationFailure
+                    | K::ReadOnlyTransaction
+            ),
+            _ => false,
+        }
+    }
+
+    /// The database could not be reached or could not write (a full disk, a read-only file,
+    /// a lost connection), as opposed to refusing particular values: `/health` reports it.
+    pub fn is_unavailability(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as K;
+        use diesel::result::Error as E;
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(E::DatabaseError(kind, _)) => !matches!(
+                kind,
+                K::UniqueViolation
+                    | K::ForeignKeyViolation
+                    | K::NotNullViolation
+                    | K::CheckViolation
+                    | K::RestrictViolation
+                    | K::ExclusionViolation
+            ),
+            StoreError::Db(E::RollbackErrorOnCommit { .. } | E::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+}
+
 /// A database location, decided from the URL scheme and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbUrl {

@@ -509,7 +509,10 @@ fn pending_local_change_is_never_overwritten_and_hooks_decide() {
         .import(&[files.path().to_path_buf()], &mut |_| {})
         .unwrap();
     assert_eq!((r.received, r.kept_local), (0, 1), "{r:?}");
-    assert_eq!(b.get("Doc", &u).unwrap().unwrap().data["title"], "from B");
+    assert_eq!(
+        b.get("Doc", &u).unwrap().unwrap().data.to_value()["title"],
+        "from B"
+    );
     let got: Vec<NodeEvent> = events.try_iter().collect();
     assert!(got.iter().any(|e| matches!(
         e,
@@ -521,7 +524,10 @@ fn pending_local_change_is_never_overwritten_and_hooks_decide() {
     let r = b.sync().unwrap();
     assert_eq!(r.conflicts.len(), 1, "{r:?}");
     assert!(r.conflicts[0].node_lost());
-    assert_eq!(b.get("Doc", &u).unwrap().unwrap().data["title"], "from A");
+    assert_eq!(
+        b.get("Doc", &u).unwrap().unwrap().data.to_value()["title"],
+        "from A"
+    );
     let got: Vec<NodeEvent> = events.try_iter().collect();
     assert!(got
         .iter()

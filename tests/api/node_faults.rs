@@ -729,7 +729,7 @@ fn check_converged(seed: u64, app: &TestApp, nodes: &[Node], uuids: &[String]) {
                 .get(TYPE, u)
                 .unwrap()
                 .filter(|e| !e.deleted)
-                .map(|e| e.data);
+                .map(|e| e.data.to_value());
             assert_eq!(
                 local, server,
                 "seed {seed}: node {i} differs from the server on {u}"

@@ -674,3 +674,52 @@ fn risky_settings_are_warned_about_at_start() {
     child.wait().unwrap();
     assert!(!log.join("\n").contains("WARN"), "{log:?}");
 }
+
+/// `starsync serve` that must refuse to start: its stderr (killed after 30 s if it served).
+fn serve_refused(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_starsync"));
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STARSYNC_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started with {env:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for token in ["x", "0123456789abcdef0123456789abcde"] {
+        let err = serve_refused(dir.path(), &[("STARSYNC_ADMIN_TOKEN", token)]);
+        assert!(
+            err.contains("STARSYNC_ADMIN_TOKEN") && err.contains("at least 32"),
+            "{err}"
+        );
+    }
+    // A token file edited down to a short token is refused the same way, naming the file.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/admin_token"), "short\n").unwrap();
+    let err = serve_refused(dir.path(), &[]);
+    assert!(
+        err.contains("admin_token") && err.contains("at least 32"),
+        "{err}"
+    );
+}

@@ -1,7 +1,7 @@
 //! Plain data the node API hands out (all serializable, for `--json` and for UIs).
 
 use serde::Serialize;
-use starsync_protocol::{Resolution, Strategy, Winner};
+use starsync_protocol::{EntityData, Resolution, Strategy, Winner};
 
 /// Where a local entity stands with the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,8 +22,10 @@ pub enum SyncState {
 pub struct Entity {
     pub entity_type: String,
     pub entity_uuid: String,
-    /// The local state (for a deleted entity: the last state it had).
-    pub data: serde_json::Value,
+    /// The local state (for a deleted entity: the last state it had), as the JSON text its
+    /// author wrote: numbers byte for byte. `data.parse::<T>()` reads it into a type of yours
+    /// (or a `serde_json::Value`).
+    pub data: EntityData,
     pub deleted: bool,
     /// The last server version this node received (0: none; the node's own accepted changes
     /// do not come back, so this can lag behind the server's counter).
@@ -84,7 +86,7 @@ pub struct ConflictRecord {
     pub conflict_resolution: Resolution,
     pub server_version: i64,
     /// What this node had sent (None for a delete).
-    pub local_data: Option<serde_json::Value>,
+    pub local_data: Option<EntityData>,
     pub reported_at: String,
 }
 
@@ -105,7 +107,7 @@ pub struct FailedChange {
     pub entity_uuid: String,
     pub operation: String,
     pub base_version: i64,
-    pub data: Option<serde_json::Value>,
+    pub data: Option<EntityData>,
     pub error: String,
     pub reason: String,
     pub packet_no: Option<i64>,

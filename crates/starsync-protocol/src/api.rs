@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::EntityData;
 use crate::vocab::{ErrorCode, RejectReason, Resolution, Strategy};
 
 /// Every error body: a machine-readable code and a sentence for humans.
@@ -151,7 +152,8 @@ pub struct ConflictRow {
     /// The node whose change met the conflict.
     pub node_id: Option<String>,
     pub arrival_time: String,
-    pub serialized_data: serde_json::Value,
+    /// That version's data, exactly as its author wrote it.
+    pub serialized_data: EntityData,
     pub conflict_resolution: Resolution,
     pub server_version: i64,
     /// The change (by its author's `change_id`) that met the conflict.
@@ -170,7 +172,7 @@ pub struct ConflictList {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ResolveRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<EntityData>,
     #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
 }
@@ -181,7 +183,8 @@ pub struct EntityView {
     pub entity_type: String,
     pub entity_uuid: String,
     pub version: i64,
-    pub data: serde_json::Value,
+    /// The state exactly as written (numbers byte for byte); `null` for a tombstone.
+    pub data: Option<EntityData>,
     #[serde(default)]
     pub deleted: bool,
     #[serde(default)]
@@ -191,7 +194,8 @@ pub struct EntityView {
 /// Body of the admin entity write `PUT /api/sync/entities/{type}/{uuid}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityWrite {
-    pub data: serde_json::Value,
+    /// Kept as the text the admin sent, so numbers reach the nodes exactly as written.
+    pub data: EntityData,
 }
 
 /// One page of `GET /api/sync/entities?entity_type=…&after=…&limit=…`, ordered by entity id.

@@ -7,14 +7,19 @@
 
 pub mod api;
 pub mod codec;
+pub mod data;
 pub mod files;
 pub mod packet;
 pub mod validate;
 pub mod vocab;
 
 pub use codec::{decode_hex_packet, decode_packet_bytes, encode_packet, CodecError};
+pub use data::EntityData;
 pub use packet::{Change, Operation, Packet, PACKET_FORMAT};
-pub use validate::{validate_change, ChangeRejection};
+pub use validate::{
+    validate_change, validate_data, validate_entity_data, validate_text, ChangeRejection,
+    ClockRule, ValidChange, MAX_DATA_DEPTH,
+};
 pub use vocab::{
     EntityId, EntityType, ErrorCode, InvalidId, NodeCode, OutboxState, RejectReason, Resolution,
     Strategy, Winner,

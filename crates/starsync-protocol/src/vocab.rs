@@ -89,6 +89,9 @@ wire_enum! {
         InvalidAck => "invalid_ack",
         AlreadyResolved => "already_resolved",
         DatabaseUnavailable => "database_unavailable",
+        /// `/health`: the database answers, but this process's last write to it failed (a full
+        /// disk, a read-only file system); reported until a write succeeds again.
+        DatabaseWriteFailed => "database_write_failed",
         InternalError => "internal_error",
         /// A code this version does not know (a newer server); the message still explains it.
         Unknown => "unknown",
@@ -113,11 +116,19 @@ wire_enum! {
         InvalidChangeId => "invalid_change_id",
         UnknownOperation => "unknown_operation",
         DataNotObject => "data_not_object",
+        /// `data` that could not be read back as written: a number beyond the range of a
+        /// double, a lone UTF-16 surrogate, nesting deeper than
+        /// [`MAX_DATA_DEPTH`](crate::validate::MAX_DATA_DEPTH), or a key twice in one object.
+        InvalidData => "invalid_data",
+        /// Not an RFC 3339 timestamp, or further ahead of the server's clock than it allows.
         InvalidUpdatedAt => "invalid_updated_at",
         /// `base_version` ahead of the server's version.
         VersionAhead => "version_ahead",
         /// A node change to a server-only type.
         ImmutableType => "immutable_type",
+        /// The database refused to store this change although it passed every check (the
+        /// rest of the packet was applied; details are in the server log).
+        DatabaseRefused => "database_refused",
         /// A reason this version does not know (a newer server), or none given.
         #[default]
         Unknown => "unknown",

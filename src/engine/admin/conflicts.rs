@@ -7,7 +7,7 @@ use crate::store::{entities, history};
 use starsync_protocol::api::{ConflictRow, EntityView, ResolveRequest};
 use starsync_protocol::{Resolution, Winner};
 
-use super::entities::{admin_write, entity_view};
+use super::entities::{admin_data, admin_write, entity_view, stored_data};
 
 impl Engine {
     pub fn list_conflicts(
@@ -39,12 +39,7 @@ impl Engine {
         }
         let choice =
             match (&req.data, req.use_.as_deref()) {
-                (Some(d), None) if d.is_object() => Choice::Data(d.to_string()),
-                (Some(_), None) => {
-                    return Err(EngineError::InvalidRequest(
-                        "data must be a JSON object".into(),
-                    ))
-                }
+                (Some(d), None) => Choice::Data(admin_data(d.clone())?),
                 (None, Some("history")) => Choice::History,
                 (None, Some("server")) => Choice::Server,
                 (None, Some(other)) => {
@@ -94,7 +89,7 @@ impl Engine {
                     "conflict {id} was already resolved"
                 )));
             }
-            Ok(entity_view(ent))
+            entity_view(ent)
         })?;
         tracing::info!(conflict = %id, entity_type = %view.entity_type, version = view.version, "conflict resolved by admin");
         Ok(view)
@@ -107,8 +102,7 @@ fn conflict_row(r: HistoryRow) -> EngineResult<ConflictRow> {
         .parse()
         .map_err(|e| crate::store::StoreError::Corrupt(format!("history row {}: {e}", r.id)))?;
     Ok(ConflictRow {
-        serialized_data: serde_json::from_str(&r.serialized_data)
-            .unwrap_or(serde_json::Value::Null),
+        serialized_data: stored_data(r.serialized_data, &format!("history row {}", r.id))?,
         id: r.id,
         entity_type: r.entity_type,
         entity_uuid: r.entity_uuid,

@@ -5,7 +5,7 @@ use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Entity;
 use crate::store::{entities, queue, Conn};
 use starsync_protocol::api::{EntityPage, EntityTypeList, EntityView};
-use starsync_protocol::{EntityId, EntityType, InvalidId};
+use starsync_protocol::{validate_entity_data, EntityData, EntityId, EntityType, InvalidId};
 
 /// The most entities one page may hold (the default page is 100).
 pub const MAX_PAGE: i64 = 1000;
@@ -44,7 +44,10 @@ impl Engine {
                 None
             };
             Ok(EntityPage {
-                entities: rows.into_iter().map(entity_view).collect(),
+                entities: rows
+                    .into_iter()
+                    .map(entity_view)
+                    .collect::<EngineResult<_>>()?,
                 next_after,
             })
         })
@@ -64,7 +67,7 @@ impl Engine {
         self.read(|c| {
             entities::get(c, entity_type, uuid)?
                 .map(entity_view)
-                .ok_or_else(|| EngineError::NotFound(format!("no entity {entity_type}/{uuid}")))
+                .ok_or_else(|| EngineError::NotFound(format!("no entity {entity_type}/{uuid}")))?
         })
     }
 
@@ -74,18 +77,10 @@ impl Engine {
         &self,
         entity_type: &str,
         uuid: &str,
-        data: Option<serde_json::Value>,
+        data: Option<EntityData>,
     ) -> EngineResult<EntityView> {
         check_entity_key(entity_type, uuid)?;
-        let data = match data {
-            Some(d) if d.is_object() => Some(d.to_string()),
-            Some(_) => {
-                return Err(EngineError::InvalidRequest(
-                    "data must be a JSON object".into(),
-                ))
-            }
-            None => None,
-        };
+        let data = data.map(admin_data).transpose()?;
         let now = starsync_protocol::now_ts();
         let view = self.write(|c| {
             if data.is_none() {
@@ -96,11 +91,11 @@ impl Engine {
                         )))
                     }
                     // Deleting a tombstone is a no-op, as it is for nodes (PROTOCOL §5).
-                    Some(e) if e.is_deleted => return Ok(entity_view(e)),
+                    Some(e) if e.is_deleted => return entity_view(e),
                     Some(_) => {}
                 }
             }
-            Ok(entity_view(admin_write(c, entity_type, uuid, data, &now)?))
+            entity_view(admin_write(c, entity_type, uuid, data, &now)?)
         })?;
         tracing::info!(
             entity_type,
@@ -152,17 +147,35 @@ pub(super) fn admin_write(
     Ok(ent)
 }
 
-pub(super) fn entity_view(e: Entity) -> EntityView {
-    EntityView {
-        data: if e.is_deleted {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null)
-        },
+/// An admin's new state for an entity: the same rule as a node's change
+/// ([`validate_entity_data`]), answered 422. Kept as the text sent, numbers and all.
+pub(super) fn admin_data(data: EntityData) -> EngineResult<String> {
+    validate_entity_data(data.as_str()).map_err(|r| EngineError::InvalidRequest(r.message))?;
+    Ok(data.into_string())
+}
+
+/// Data exactly as stored (the text its author wrote).
+pub(super) fn stored_data(text: String, what: &str) -> EngineResult<EntityData> {
+    EntityData::from_json(text).map_err(|e| {
+        EngineError::Store(crate::store::StoreError::Corrupt(format!(
+            "{what} holds invalid JSON: {e}"
+        )))
+    })
+}
+
+pub(super) fn entity_view(e: Entity) -> EngineResult<EntityView> {
+    let data = if e.is_deleted {
+        None
+    } else {
+        let what = format!("entity {}/{}", e.entity_type, e.entity_uuid);
+        Some(stored_data(e.data, &what)?)
+    };
+    Ok(EntityView {
+        data,
         entity_type: e.entity_type,
         entity_uuid: e.entity_uuid,
         version: e.version,
         deleted: e.is_deleted,
         updated_at: e.updated_at,
-    }
+    })
 }

@@ -5,7 +5,7 @@ use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Node;
 use crate::store::{nodes, pending};
 use starsync_protocol::api::{NodeInfo, RegisterRequest, RegisterResponse, TokenResponse};
-use starsync_protocol::NodeCode;
+use starsync_protocol::{validate_text, NodeCode};
 
 use super::SERVER_VERSION;
 
@@ -19,6 +19,13 @@ impl Engine {
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| code.clone());
+        for (what, text) in [
+            ("name", Some(&name)),
+            ("description", req.description.as_ref()),
+        ] {
+            validate_text(what, text.map_or("", |t| t.as_str()))
+                .map_err(EngineError::InvalidRequest)?;
+        }
         if name.chars().count() > 200 {
             return Err(EngineError::InvalidRequest(
                 "name must be at most 200 characters".into(),

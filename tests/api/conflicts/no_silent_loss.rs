@@ -39,7 +39,7 @@ fn no_version_any_node_sent_is_lost_silently() {
             let mut c = upsert(t, u, 1, data.clone());
             // Timestamps in arrival order for some, reversed for others.
             let minute = if k % 2 == 0 { i } else { 5 - i };
-            c["updated_at"] = json!(format!("2030-01-01T10:0{minute}:00Z"));
+            c["updated_at"] = json!(format!("2020-01-01T10:0{minute}:00Z"));
             changes.push(c);
             sent.push((t.clone(), u.clone(), data));
         }

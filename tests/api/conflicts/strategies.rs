@@ -123,7 +123,7 @@ fn timestamp_wins_newer_client_change_wins() {
             &u,
             1,
             json!({"v": "a"}),
-            "2030-01-01T10:00:00Z",
+            "2020-01-01T10:00:00Z",
         ),
     );
     let ex = b.sync(
@@ -134,7 +134,7 @@ fn timestamp_wins_newer_client_change_wins() {
             &u,
             1,
             json!({"v": "b"}),
-            "2030-01-01T10:00:01Z",
+            "2020-01-01T10:00:01Z",
         )],
     );
     let id = single_conflict(&ex, "Stamp", &u, "timestamp_wins", 2);
@@ -178,7 +178,7 @@ fn timestamp_wins_older_client_change_loses() {
             &u,
             1,
             json!({"v": "a"}),
-            "2030-01-01T10:00:00Z",
+            "2020-01-01T10:00:00Z",
         ),
     );
     // B's edit arrives later but was made earlier.
@@ -190,7 +190,7 @@ fn timestamp_wins_older_client_change_loses() {
             &u,
             1,
             json!({"v": "b"}),
-            "2030-01-01T09:59:59Z",
+            "2020-01-01T09:59:59Z",
         )],
     );
     let id = single_conflict(&ex, "Stamp", &u, "timestamp_wins", 2);
@@ -233,7 +233,7 @@ fn timestamp_wins_tie_goes_to_the_server() {
             &u,
             1,
             json!({"v": "a"}),
-            "2030-01-01T10:00:00Z",
+            "2020-01-01T10:00:00Z",
         ),
     );
     // The same instant, written with a fraction.
@@ -245,7 +245,7 @@ fn timestamp_wins_tie_goes_to_the_server() {
             &u,
             1,
             json!({"v": "b"}),
-            "2030-01-01T10:00:00.000Z",
+            "2020-01-01T10:00:00.000Z",
         )],
     );
     let id = single_conflict(&ex, "Stamp", &u, "timestamp_wins", 2);

@@ -171,7 +171,10 @@ mod tests {
         assert!(b.replaced_pending);
         assert_eq!(b.base_version, 3);
         assert_eq!(s.outbox(None).unwrap().len(), 1);
-        assert_eq!(s.get_entity("T", U).unwrap().unwrap().data["v"], 2);
+        assert_eq!(
+            s.get_entity("T", U).unwrap().unwrap().data.to_value()["v"],
+            2
+        );
     }
 
     #[test]
@@ -234,7 +237,10 @@ mod tests {
         let out = apply(&s, &server_packet(&cfg, 1, 1, 5, 7));
         assert_eq!((out.received, out.kept_local), (1, 0));
         let e = s.get_entity("T", U).unwrap().unwrap();
-        assert_eq!((e.data["v"].as_i64(), e.server_version), (Some(7), 5));
+        assert_eq!(
+            (e.data.to_value()["v"].as_i64(), e.server_version),
+            (Some(7), 5)
+        );
         // An older server packet is ignored (its acknowledgment still counts).
         let out = apply(&s, &server_packet(&cfg, 1, 1, 9, 9));
         assert!(!out.applied_packet);

@@ -147,7 +147,10 @@ pub(super) fn sync_state<'a>(states: impl Iterator<Item = &'a str>) -> SyncState
 
 pub(super) fn to_entity(r: EntityRow, sync_state: SyncState) -> Entity {
     Entity {
-        data: serde_json::from_str(&r.data).unwrap_or(serde_json::Value::Null),
+        // Stored only after parsing as JSON (local writes and server packets alike).
+        data: starsync_protocol::EntityData::from_json(r.data).unwrap_or_else(|_| {
+            starsync_protocol::EntityData::from_value(&serde_json::Value::Null)
+        }),
         entity_type: r.entity_type,
         entity_uuid: r.entity_uuid,
         deleted: r.deleted,
@@ -165,7 +168,9 @@ pub(super) fn to_failed(r: OutboxRow) -> FailedChange {
         entity_uuid: r.entity_uuid,
         operation: r.operation,
         base_version: r.base_version,
-        data: r.data.and_then(|d| serde_json::from_str(&d).ok()),
+        data: r
+            .data
+            .and_then(|d| starsync_protocol::EntityData::from_json(d).ok()),
         error: r.error.unwrap_or_default(),
         reason: r.error_reason.unwrap_or_default(),
         packet_no: r.packet_no,
@@ -185,7 +190,9 @@ pub(super) fn to_conflict(r: ConflictRow) -> Result<ConflictRecord, NodeError> {
         entity_uuid: r.entity_uuid,
         change_id: r.change_id,
         server_version: r.server_version,
-        local_data: r.local_data.and_then(|d| serde_json::from_str(&d).ok()),
+        local_data: r
+            .local_data
+            .and_then(|d| starsync_protocol::EntityData::from_json(d).ok()),
         reported_at: r.reported_at,
     })
 }
