@@ -534,7 +534,10 @@ fn serve_help_lists_every_environment_variable_the_configuration_reads() {
         .match_indices("\"STARSYNC_")
         .map(|(i, _)| {
             let rest = &source[i + 1..];
-            &rest[..rest.find('"').unwrap()]
+            let end = rest
+                .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
         })
         .collect();
     names.push("DATABASE_URL");
