@@ -16,8 +16,8 @@ pub use codec::{decode_hex_packet, decode_packet_bytes, encode_packet, CodecErro
 pub use packet::{Change, Operation, Packet, PACKET_FORMAT};
 pub use validate::{validate_change, ChangeRejection};
 pub use vocab::{
-    EntityId, EntityType, ErrorCode, InvalidId, NodeCode, OutboxState, RejectReason, Resolution,
-    Strategy, Winner,
+    echo_field, EntityId, EntityType, ErrorCode, InvalidId, NodeCode, OutboxState, RejectReason,
+    Resolution, Strategy, Winner,
 };
 
 /// Largest integer a packet may carry: JSON numbers beyond 2^53 − 1 lose precision in
