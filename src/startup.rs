@@ -70,11 +70,13 @@ impl Application {
                 .map_err(|e| StartupError::Io(std::io::Error::other(e.to_string())))??
         };
         let engine = web::Data::new(engine);
+        let budget = web::Data::new(api::budget::MemoryBudget::new(&settings));
         let port = listener.local_addr()?.port();
         let data = engine.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(budget.clone())
                 .wrap(tracing_actix())
                 .configure(api::configure)
                 .default_service(web::to(not_found))

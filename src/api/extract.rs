@@ -18,6 +18,14 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
+/// The request's `Content-Length`, when it has a valid one.
+pub fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 /// Reads the body, refusing it as soon as it passes `limit` (before it is all in memory).
 pub async fn read_body(
     req: &HttpRequest,
@@ -26,17 +34,13 @@ pub async fn read_body(
     too_large: impl Fn(String) -> ApiError,
 ) -> ApiResult<web::Bytes> {
     let message = || format!("request body is larger than the limit of {limit} bytes");
-    if let Some(len) = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large(message()));
-        }
+    let declared = content_length(req);
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(message()));
     }
-    let mut body = web::BytesMut::new();
+    // Sized once when the length is known: growing by doubling would briefly hold a large
+    // body twice.
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadJson(format!("could not read body: {e}")))?;
         if body.len() + chunk.len() > limit {

@@ -10,7 +10,7 @@ use starsync_protocol::api::{
 };
 use starsync_protocol::{self, EntityId, EntityType, NodeCode, Resolution, Winner};
 
-use super::apply::SeqAlloc;
+use super::apply::{entity_size_rule, SeqAlloc};
 use super::auth::{new_token, token_hash};
 use super::{Engine, EngineError, EngineResult};
 
@@ -161,9 +161,10 @@ impl Engine {
             History,
             Server,
         }
+        let limit = self.settings.server.max_entity_bytes;
         let choice =
             match (&req.data, req.use_.as_deref()) {
-                (Some(d), None) if d.is_object() => Choice::Data(d.to_string()),
+                (Some(d), None) if d.is_object() => Choice::Data(sized(d.to_string(), limit)?),
                 (Some(_), None) => {
                     return Err(EngineError::InvalidRequest(
                         "data must be a JSON object".into(),
@@ -205,11 +206,13 @@ impl Engine {
                 Choice::Data(d) => {
                     admin_write(c, &row.entity_type, &row.entity_uuid, Some(d), &now)?
                 }
+                // The stored version was within the limit when it arrived; the limit may have
+                // been lowered since.
                 Choice::History => admin_write(
                     c,
                     &row.entity_type,
                     &row.entity_uuid,
-                    Some(row.serialized_data.clone()),
+                    Some(sized(row.serialized_data.clone(), limit)?),
                     &now,
                 )?,
             };
@@ -243,7 +246,9 @@ impl Engine {
     ) -> EngineResult<EntityView> {
         check_entity_key(entity_type, uuid)?;
         let data = match data {
-            Some(d) if d.is_object() => Some(d.to_string()),
+            Some(d) if d.is_object() => {
+                Some(sized(d.to_string(), self.settings.server.max_entity_bytes)?)
+            }
             Some(_) => {
                 return Err(EngineError::InvalidRequest(
                     "data must be a JSON object".into(),
@@ -275,6 +280,13 @@ impl Engine {
         );
         Ok(view)
     }
+}
+
+/// An admin write obeys the same entity size rule as nodes ([`entity_size_rule`]); breaking it
+/// is 413 `entity_too_large` (a node's change is rejected per change with the same reason).
+fn sized(data: String, limit: usize) -> EngineResult<String> {
+    entity_size_rule(&data, limit).map_err(|r| EngineError::EntityTooLarge(r.message))?;
+    Ok(data)
 }
 
 fn check_entity_key(entity_type: &str, uuid: &str) -> EngineResult<()> {

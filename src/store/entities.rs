@@ -79,19 +79,59 @@ macro_rules! pending_filter {
     };
 }
 
-/// The node's pending change-log entries, oldest first, at most `limit`.
-pub fn pending(
+diesel::define_sql_function! {
+    /// Length of a text in bytes (not characters), in SQLite 3.43+ and PostgreSQL alike.
+    fn octet_length(x: diesel::sql_types::Text) -> diesel::sql_types::Integer;
+}
+
+/// What a packet needs to know about an entity before loading its data: its key, position in
+/// the change log, whether it is a tombstone, and the size of its data in bytes.
+#[derive(Debug, Clone, Queryable)]
+pub struct Head {
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub seq: i64,
+    pub is_deleted: bool,
+    pub data_len: i32,
+}
+
+macro_rules! head_columns {
+    () => {
+        (
+            e::entity_type,
+            e::entity_uuid,
+            e::seq,
+            e::is_deleted,
+            octet_length(e::data),
+        )
+    };
+}
+
+/// [`pending`] without the data: the node's pending change-log entries, oldest first, at most
+/// `limit`, with their data sizes (so an answer can be cut to its byte budget before any large
+/// entity is loaded).
+pub fn pending_heads(
     conn: &mut Conn,
     node_id: &str,
     cursor: i64,
     registered_seq: i64,
     limit: i64,
-) -> StoreResult<Vec<Entity>> {
+) -> StoreResult<Vec<Head>> {
     Ok(e::entities
         .filter(pending_filter!(node_id, cursor, registered_seq))
         .order(e::seq.asc())
+        .select(head_columns!())
         .limit(limit)
         .load(conn)?)
+}
+
+/// One entity's [`Head`].
+pub fn head(conn: &mut Conn, entity_type: &str, uuid: &str) -> StoreResult<Option<Head>> {
+    Ok(e::entities
+        .find((entity_type, uuid))
+        .select(head_columns!())
+        .first(conn)
+        .optional()?)
 }
 
 pub fn count_pending(
