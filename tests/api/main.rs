@@ -14,6 +14,7 @@ mod conflicts;
 mod delivery;
 mod http_errors;
 mod idempotency;
+mod limits;
 mod multiprocess;
 mod node_e2e;
 mod node_faults;
