@@ -5,6 +5,7 @@
 //! cargo bench --bench sync -- --quick               # 10x smaller, for a quick look
 //! cargo bench --bench sync -- --postgres URL        # PostgreSQL (URL of a role that may CREATE DATABASE)
 //! cargo bench --bench sync -- --json out.json       # where the JSON goes (default target/bench/sync-<backend>.json)
+//! cargo bench --bench sync -- --only abuse-memory   # 50 max-size requests + 50 max-size answers at once
 //! cargo bench --bench sync -- --only abuse          # 10,000 slow connections (--slow N for another count)
 //! ```
 //!
@@ -476,6 +477,7 @@ fn main() {
         for name in &opts.names {
             match name.as_str() {
                 "abuse" => abuse_slow_connections(&opts, &mut r),
+                "abuse-memory" => abuse_memory(&opts),
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -1194,4 +1196,246 @@ fn count_answers(conns: &[std::net::TcpStream]) -> (usize, usize) {
         }
     }
     (answered, closed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// abuse-memory: 50 maximum-size requests and 50 maximum-size answers at once
+
+/// `--only abuse-memory` (issue 8, item 2): 50 nodes each send a maximum-size request (a body
+/// near the 16 MiB limit inflating to near 64 MiB) while 50 others are each answered with
+/// 32 MiB (the answer budget) of large entities, all at once, against a release server with
+/// default limits. It samples the server's peak RSS (VmHWM) and `/health` latency throughout,
+/// and writes target/bench/abuse-memory-<backend>.json.
+fn abuse_memory(opts: &Opts) {
+    const MIB: usize = 1024 * 1024;
+    const N: usize = 50;
+    let backend = if opts.postgres.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!("abuse-memory: backend {backend}, {N} max-size requests + {N} max-size answers");
+    let server = Server::start(opts, 100);
+    let client = Client::new(&server.base);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+
+    // The answers: 4 entities of ~8 MiB (the entity limit) of random hex digits (gzip keeps about
+    // 55%), pending for every node registered afterwards; an answer holds 3 (32 MiB budget).
+    let mut writer = client.register("abuse-writer");
+    for _ in 0..4 {
+        let text: String = (0..8 * MIB - 64 * 1024)
+            .map(|_| char::from(b"0123456789abcdef"[(rng.next() % 16) as usize]))
+            .collect();
+        let mut c = insert_change(0);
+        c["data"] = json!({ "blob": text });
+        let body = client.envelope(&writer, &[c]);
+        client.exchange_body(&mut writer, &body);
+    }
+
+    // The requests: entities of ~8 MiB of a 2-letter text (mostly `a`, 7% `b`), which gzip about
+    // 8:1, as many as fit under both the 16 MiB body and the 64 MiB decompressed limits.
+    let filler: String = (0..8 * MIB - 64 * 1024)
+        .map(|_| if rng.next() % 100 < 7 { 'b' } else { 'a' })
+        .collect();
+    let ratio = filler.len() as f64 / gzip(filler.as_bytes()).len() as f64;
+    let (body_room, json_room) = (16 * MIB - 256 * 1024, 64 * MIB - 256 * 1024);
+    let per_packet = ((body_room as f64 / 2.0 * ratio) as usize).min(json_room) / filler.len();
+    let uploaders: Vec<BenchNode> = (0..N)
+        .map(|i| client.register(&format!("abuse-up-{i:02}")))
+        .collect();
+    let readers: Vec<BenchNode> = (0..N)
+        .map(|i| client.register(&format!("abuse-down-{i:02}")))
+        .collect();
+    let mut json_len = 0;
+    let bodies: Vec<String> = uploaders
+        .iter()
+        .map(|node| {
+            let changes: Vec<Value> = (0..per_packet)
+                .map(|_| {
+                    let mut c = insert_change(0);
+                    c["data"] = json!({ "blob": filler });
+                    c
+                })
+                .collect();
+            let json = client.packet_json(node, node.next_no, node.acked, &changes);
+            json_len = json.len();
+            json!({"packet_data": hex::encode(gzip(&json))}).to_string()
+        })
+        .collect();
+    drop(filler);
+    let body_len = bodies[0].len();
+    println!(
+        "  each request: {per_packet} entities, {:.1} MiB body, {:.1} MiB decompressed",
+        body_len as f64 / MIB as f64,
+        json_len as f64 / MIB as f64
+    );
+
+    let reader_bodies: Vec<String> = readers.iter().map(|n| client.envelope(n, &[])).collect();
+    server.reset_peak();
+    let start = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let health = std::sync::Mutex::new(Vec::<f64>::new());
+    let received = std::sync::atomic::AtomicU64::new(0);
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
+    let rss_samples = std::sync::Mutex::new(Vec::<f64>::new());
+    let barrier = std::sync::Barrier::new(2 * N);
+    let exchange = |node: &BenchNode, body: &str| {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(1800))
+            .build();
+        let r = agent
+            .post(&format!("{}/api/sync/exchange", server.base))
+            .set("Authorization", &format!("Bearer {}", node.token))
+            .set("Content-Type", "application/json")
+            .send_string(body);
+        match r {
+            // Streamed to nowhere: the client holds none of the 50 answers.
+            Ok(resp) => {
+                let n = std::io::copy(&mut resp.into_reader(), &mut std::io::sink()).unwrap();
+                received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => failures.lock().unwrap().push(e.to_string()),
+        }
+    };
+    std::thread::scope(|s| {
+        // /health every 100 ms, and the server's RSS beside it.
+        s.spawn(|| {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .build();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = agent.get(&format!("{}/health", server.base)).call();
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                if r.map(|r| r.status()).unwrap_or(0) != 200 {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("/health failed after {ms:.0} ms"));
+                }
+                health.lock().unwrap().push(ms);
+                rss_samples.lock().unwrap().push(vm_rss_mib(server.pid()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let mut handles = Vec::new();
+        for (node, body) in uploaders.iter().zip(&bodies) {
+            let (barrier, exchange) = (&barrier, &exchange);
+            handles.push(s.spawn(move || {
+                barrier.wait();
+                exchange(node, body);
+            }));
+        }
+        for (node, body) in readers.iter().zip(&reader_bodies) {
+            let (barrier, exchange) = (&barrier, &exchange);
+            handles.push(s.spawn(move || {
+                barrier.wait();
+                exchange(node, body);
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let wall = start.elapsed();
+    let peak = server.peak_rss_mib();
+    let failures = failures.into_inner().unwrap();
+    let mut lat = health.into_inner().unwrap();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let mut r = Report {
+        rows: Vec::new(),
+        json: BTreeMap::new(),
+    };
+    r.add(
+        "abuse_memory_seconds",
+        &format!("{N} max requests + {N} max answers at once: seconds"),
+        wall.as_secs_f64(),
+        "s",
+    );
+    r.add(
+        "abuse_memory_received_mib",
+        "    answer bytes received by the 100 clients",
+        received.into_inner() as f64 / MIB as f64,
+        "MiB",
+    );
+    r.add(
+        "abuse_memory_server_peak_rss_mib",
+        "    server peak RSS (VmHWM)",
+        peak,
+        "MiB",
+    );
+    let sampled = rss_samples.into_inner().unwrap();
+    r.add(
+        "abuse_memory_server_max_sampled_rss_mib",
+        "    server RSS, highest 100 ms sample",
+        sampled.iter().cloned().fold(0.0, f64::max),
+        "MiB",
+    );
+    r.add(
+        "abuse_memory_health_p50_ms",
+        "    /health latency p50",
+        pct(0.5),
+        "ms",
+    );
+    r.add(
+        "abuse_memory_health_p99_ms",
+        "    /health latency p99",
+        pct(0.99),
+        "ms",
+    );
+    r.add(
+        "abuse_memory_health_max_ms",
+        "    /health latency max",
+        pct(1.0),
+        "ms",
+    );
+    r.add(
+        "abuse_memory_health_samples",
+        "    /health samples",
+        lat.len() as f64,
+        "",
+    );
+    r.add(
+        "abuse_memory_failures",
+        "    failed requests (exchanges and /health)",
+        failures.len() as f64,
+        "",
+    );
+    for f in failures.iter().take(5) {
+        println!("    failure: {f}");
+    }
+    let out = PathBuf::from(format!("target/bench/abuse-memory-{backend}.json"));
+    let _ = std::fs::create_dir_all("target/bench");
+    let doc = json!({"backend": backend, "commit": git_commit(), "results": r.json});
+    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!(
+        "  target: peak RSS <= 1024 MiB, /health <= 1000 ms; wrote {}",
+        out.display()
+    );
+}
+
+/// Current resident memory of a process, in MiB.
+fn vm_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// A tiny deterministic generator for benchmark data.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }

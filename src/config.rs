@@ -48,6 +48,16 @@ pub struct ServerSettings {
     pub open_registration: bool,
     pub max_body_bytes: usize,
     pub max_packet_bytes: usize,
+    /// Largest entity `data` (bytes of JSON text) the server accepts from a node or an admin.
+    #[serde(default = "default_max_entity_bytes")]
+    pub max_entity_bytes: usize,
+    /// Most decompressed bytes in one packet the server builds (answers and exported files);
+    /// 0 = half of `max_packet_bytes`. Use [`Settings::answer_budget`].
+    #[serde(default)]
+    pub max_answer_bytes: usize,
+    /// Memory that exchange bodies, decoded packets and answers may hold at once (bytes).
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: usize,
     pub workers: usize,
     /// Seconds a request body may take before it must keep up with `body_min_bytes_per_sec`:
     /// a body that stalls or trickles is answered 408 `request_timeout` and its connection is
@@ -60,6 +70,19 @@ pub struct ServerSettings {
     /// Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
 }
+
+fn default_max_entity_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_max_inflight_bytes() -> usize {
+    512 * 1024 * 1024
+}
+
+/// Room an answer keeps beside its largest entity: the packet envelope and one change's other
+/// fields (ids, timestamps, operation) take well under this, so an entity of
+/// `max_entity_bytes` always fits in an answer alone.
+pub const ANSWER_HEADROOM_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,6 +292,15 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_MAX_CLOCK_SKEW_SECS") {
             self.sync.max_clock_skew_secs = num("STARSYNC_MAX_CLOCK_SKEW_SECS", v)?;
         }
+        if let Some(v) = get(env, "STARSYNC_MAX_ENTITY_BYTES") {
+            self.server.max_entity_bytes = num("STARSYNC_MAX_ENTITY_BYTES", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_MAX_ANSWER_BYTES") {
+            self.server.max_answer_bytes = num("STARSYNC_MAX_ANSWER_BYTES", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_MAX_INFLIGHT_BYTES") {
+            self.server.max_inflight_bytes = num("STARSYNC_MAX_INFLIGHT_BYTES", v)?;
+        }
         Ok(())
     }
 
@@ -304,6 +336,14 @@ impl Settings {
                 "server.max_connections must be at least 16".into(),
             ));
         }
+        self.validate_size_chain()?;
+        if self.server.max_inflight_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_inflight_bytes (STARSYNC_MAX_INFLIGHT_BYTES) must be at least 1048576 \
+                 (1 MiB)"
+                    .into(),
+            ));
+        }
         for name in self.conflicts.types.keys() {
             if starsync_protocol::EntityType::parse(name).is_err() {
                 return Err(ConfigError::Invalid(format!(
@@ -317,6 +357,53 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Every accepted entity must be deliverable: entity limit + headroom <= answer budget <=
+    /// packet limit. Otherwise a node could be sent a packet it refuses, forever (packets go
+    /// oldest first, so nothing behind it would arrive either).
+    fn validate_size_chain(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let answer = self.answer_budget();
+        let answer_src = if s.max_answer_bytes == 0 {
+            format!("{answer}, half of server.max_packet_bytes")
+        } else {
+            answer.to_string()
+        };
+        if s.max_entity_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_entity_bytes (STARSYNC_MAX_ENTITY_BYTES) must be at least 1024".into(),
+            ));
+        }
+        if answer > s.max_packet_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_answer_bytes ({answer}) is over server.max_packet_bytes ({}): nodes \
+                 refuse packets over their packet limit; set STARSYNC_MAX_ANSWER_BYTES to at most \
+                 {} (or 0 for half of it)",
+                s.max_packet_bytes, s.max_packet_bytes
+            )));
+        }
+        if s.max_entity_bytes.saturating_add(ANSWER_HEADROOM_BYTES) > answer {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_entity_bytes ({}) does not fit in an answer packet: the answer budget \
+                 is {answer_src}, and an entity needs {ANSWER_HEADROOM_BYTES} bytes of room beside \
+                 it. Set STARSYNC_MAX_ENTITY_BYTES to at most {}, or raise \
+                 STARSYNC_MAX_ANSWER_BYTES / STARSYNC_MAX_PACKET_BYTES",
+                s.max_entity_bytes,
+                answer.saturating_sub(ANSWER_HEADROOM_BYTES)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Most decompressed bytes in one packet the server builds (exchange answers and exported
+    /// files): `server.max_answer_bytes`, or half of `server.max_packet_bytes` when that is 0.
+    /// Below every node's packet limit, so a node can always receive what it is sent.
+    pub fn answer_budget(&self) -> usize {
+        match self.server.max_answer_bytes {
+            0 => self.server.max_packet_bytes / 2,
+            n => n,
+        }
     }
 
     /// The database URL in force: the configured one, or the SQLite file under `data_dir`.
@@ -444,6 +531,54 @@ mod tests {
         env.insert("STARSYNC_MAX_CLOCK_SKEW_SECS".into(), "5".into());
         let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
         assert_eq!(s.sync.max_clock_skew_secs, 5);
+    }
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_from(Path::new("/nonexistent"), &env)
+    }
+
+    #[test]
+    fn size_limits_default_to_a_deliverable_chain() {
+        let s = load_env(&[]).unwrap();
+        assert_eq!(s.server.max_entity_bytes, 8 << 20);
+        assert_eq!(s.answer_budget(), 32 << 20);
+        assert_eq!(s.server.max_packet_bytes, 64 << 20);
+        let s = load_env(&[("STARSYNC_MAX_ANSWER_BYTES", "16777216")]).unwrap();
+        assert_eq!(s.answer_budget(), 16 << 20);
+    }
+
+    #[test]
+    fn an_entity_limit_that_cannot_be_delivered_is_refused() {
+        // The default 8 MiB entity does not fit in half of a 1 MiB packet limit.
+        let err = load_env(&[("STARSYNC_MAX_PACKET_BYTES", "1048576")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("max_entity_bytes"), "{msg}");
+        assert!(
+            msg.contains("STARSYNC_MAX_ENTITY_BYTES to at most 458752"),
+            "{msg}"
+        );
+        load_env(&[
+            ("STARSYNC_MAX_PACKET_BYTES", "1048576"),
+            ("STARSYNC_MAX_ENTITY_BYTES", "458752"),
+        ])
+        .unwrap();
+        let err = load_env(&[
+            ("STARSYNC_MAX_PACKET_BYTES", "1048576"),
+            ("STARSYNC_MAX_ENTITY_BYTES", "458753"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        // An answer budget over the packet limit.
+        let err = load_env(&[("STARSYNC_MAX_ANSWER_BYTES", "67108865")]).unwrap_err();
+        assert!(err.to_string().contains("max_answer_bytes"), "{err}");
+        let err = load_env(&[("STARSYNC_MAX_ENTITY_BYTES", "12")]).unwrap_err();
+        assert!(err.to_string().contains("at least 1024"), "{err}");
+        let err = load_env(&[("STARSYNC_MAX_INFLIGHT_BYTES", "1000")]).unwrap_err();
+        assert!(err.to_string().contains("max_inflight_bytes"), "{err}");
     }
 
     #[test]

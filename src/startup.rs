@@ -77,6 +77,7 @@ impl Application {
                 .map_err(|e| StartupError::Io(std::io::Error::other(e.to_string())))??
         };
         let engine = web::Data::new(engine);
+        let budget = web::Data::new(api::budget::MemoryBudget::new(&settings));
         let port = listener.local_addr()?.port();
         set_backlog(&listener);
         let data = engine.clone();
@@ -92,6 +93,7 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(body_deadline)
+                .app_data(budget.clone())
                 .wrap(actix_web::middleware::from_fn(api::middleware::guard))
                 .wrap(tracing_actix())
                 .configure(api::configure)

@@ -44,6 +44,7 @@ impl ApiError {
                 E::SchemaMismatch(_) => (StatusCode::CONFLICT, ErrorCode::SchemaMismatch),
                 E::PacketTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PacketTooLarge),
                 E::InvalidAck(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidAck),
+                E::EntityTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::EntityTooLarge),
                 E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
                 E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
                 E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),

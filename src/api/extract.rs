@@ -20,6 +20,14 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
+/// The request's `Content-Length`, when it has a valid one.
+pub fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 /// How long a request body may take to arrive (`server.body_timeout_secs` and
 /// `server.body_min_bytes_per_sec`), installed as app data by startup. actix's own timeouts stop
 /// at the request head; without this a client holding a valid token could start a body and
@@ -70,17 +78,15 @@ pub async fn read_body(
     too_large: impl Fn(String) -> ApiError,
 ) -> ApiResult<web::Bytes> {
     let message = || format!("request body is larger than the limit of {limit} bytes");
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = content_length(req);
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large(message()));
     }
     let deadline = req.app_data::<BodyDeadline>().copied().unwrap_or_default();
     let start = Instant::now();
-    let mut body = web::BytesMut::new();
+    // Sized once when the length is known: growing by doubling would briefly hold a large
+    // body twice.
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
         let wait = deadline
             .due(start, body.len())

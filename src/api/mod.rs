@@ -1,6 +1,7 @@
 //! HTTP layer: thin actix handlers that map requests to engine calls and results to HTTP.
 //! Each module exposes one `configure`.
 
+pub mod budget;
 pub mod conflicts;
 pub mod dashboard;
 pub mod entities;

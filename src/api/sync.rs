@@ -1,12 +1,20 @@
 //! `/api/sync/register`, `/api/sync/exchange`, `/api/sync/status`.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::budget::{
+    inflated_bound, Lease, MemoryBudget, ANSWER_FACTOR, ANSWER_FLOOR, PACKET_FACTOR,
+};
 use super::error::{ApiError, ApiResult};
-use super::extract::{admin, bearer, blocking, parse_json, read_body};
-use crate::engine::{Engine, EngineError};
-use starsync_protocol::api::{ExchangeRequest, ExchangeResponse, RegisterRequest};
-use starsync_protocol::{codec, decode_hex_packet};
+use super::extract::{admin, bearer, blocking, content_length, parse_json, read_body};
+use crate::engine::{Engine, EngineError, EngineResult, ExchangeOutcome};
+use starsync_protocol::api::{ExchangeResponse, RegisterRequest};
+use starsync_protocol::codec::{self, decode_hex_packet_sized};
+use starsync_protocol::Packet;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/register").route(web::post().to(register)))
@@ -37,56 +45,173 @@ async fn register(
     Ok(HttpResponse::Created().json(resp))
 }
 
+/// `POST /api/sync/exchange`: decode, apply, answer — each stage within the memory budget
+/// ([`MemoryBudget`]), so many large exchanges at once wait their turn instead of exhausting
+/// memory.
 async fn exchange(
     engine: web::Data<Engine>,
+    budget: web::Data<MemoryBudget>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let token = bearer(&req);
     let node = blocking(&engine, move |e| e.require_node(token.as_deref())).await?;
-    let limit = engine.settings().server.max_body_bytes;
+    let settings = engine.settings();
+    let limit = settings.server.max_body_bytes;
+    let max_packet = settings.server.max_packet_bytes;
+
+    let body_lease = budget
+        .bodies
+        .lease(content_length(&req).unwrap_or(limit).min(limit))
+        .await?;
     let body = read_body(&req, payload, limit, |m| {
         ApiError::Engine(EngineError::PacketTooLarge(m))
     })
     .await?;
-    let max_packet = engine.settings().server.max_packet_bytes;
-    let outcome = blocking(&engine, move |e| {
-        let envelope: ExchangeRequest = serde_json::from_slice(&body).map_err(|err| {
-            EngineError::InvalidPacket(format!(
-                "body must be JSON {{\"packet_data\": \"<hex of gzip packet>\"}}: {err}"
-            ))
-        })?;
+    let mut packet_lease = budget
+        .packets
+        .lease(PACKET_FACTOR * inflated_bound(body.len(), max_packet))
+        .await?;
+    let caller = node.clone();
+    let (packet, inflated, answer_bytes) = blocking(&engine, move |e| {
+        let (packet, inflated) = decode_envelope(&body, max_packet)?;
         drop(body);
-        let packet = decode_hex_packet(&envelope.packet_data, max_packet)?;
-        drop(envelope);
-        let outcome = e.exchange(&node, packet)?;
-        let hex = codec::encode_packet_hex(&outcome.answer);
-        Ok((outcome, hex))
+        Ok((packet, inflated, e.next_answer_bytes(&caller)?))
     })
     .await?;
-    let (outcome, packet_data) = outcome;
-    let r = outcome.report;
-    let message = if r.duplicate {
+    drop(body_lease);
+    packet_lease.shrink_to(PACKET_FACTOR * inflated);
+
+    let mut answer_lease = budget
+        .answers
+        .lease(ANSWER_FACTOR * answer_bytes.max(ANSWER_FLOOR))
+        .await?;
+    let reserved = if answer_lease.exclusive() {
+        usize::MAX
+    } else {
+        answer_lease.bytes() / ANSWER_FACTOR
+    };
+    let turn = budget.writer_turn().await?;
+    let outcome = blocking(&engine, move |e| e.exchange(&node, packet, reserved)).await?;
+    drop(turn);
+    drop(packet_lease);
+
+    let ExchangeOutcome { report, answer, .. } = outcome;
+    let gz = blocking(&engine, move |_| Ok(codec::encode_packet(&answer))).await?;
+    answer_lease.shrink_to(gz.len());
+    let message = if report.duplicate {
         "Duplicate packet: already applied, acknowledged again".to_string()
-    } else if r.errors.is_empty() {
+    } else if report.error_count == 0 {
         "Sync completed successfully".to_string()
     } else {
         format!(
             "Sync completed; {} change(s) rejected (see errors)",
-            r.errors.len()
+            report.error_count
         )
     };
-    Ok(HttpResponse::Ok().json(ExchangeResponse {
+    let fields = ExchangeResponse {
         success: true,
-        duplicate: r.duplicate,
-        packet_data,
-        processed_count: r.processed_count,
-        error_count: r.errors.len() as u64,
-        conflict_count: r.conflicts.len() as u64,
-        errors: r.errors,
-        conflicts: r.conflicts,
+        duplicate: report.duplicate,
+        packet_data: String::new(),
+        processed_count: report.processed_count,
+        error_count: report.error_count,
+        conflict_count: report.conflict_count,
+        errors: report.errors,
+        conflicts: report.conflicts,
         message,
-    }))
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(AnswerBody::new(&fields, gz, answer_lease)))
+}
+
+/// The exchange envelope, borrowing `packet_data` from the body (no copy of a 16 MiB string).
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    packet_data: std::borrow::Cow<'a, str>,
+}
+
+/// The envelope's packet and its decompressed size.
+fn decode_envelope(body: &[u8], max_packet: usize) -> EngineResult<(Packet, usize)> {
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|err| {
+        EngineError::InvalidPacket(format!(
+            "body must be JSON {{\"packet_data\": \"<hex of gzip packet>\"}}: {err}"
+        ))
+    })?;
+    Ok(decode_hex_packet_sized(&envelope.packet_data, max_packet)?)
+}
+
+/// The exchange answer's body, streamed: the JSON fields around `packet_data`, and the answer
+/// packet's gzip turned into hex one chunk at a time as the connection takes it. The whole hex
+/// text (twice the gzip) is never held, and the answer's memory lease is returned when the
+/// body is done or dropped.
+struct AnswerBody {
+    /// The JSON up to and including the opening quote of `packet_data`.
+    head: Option<web::Bytes>,
+    gz: Vec<u8>,
+    sent: usize,
+    /// The JSON from the closing quote of `packet_data` on.
+    tail: Option<web::Bytes>,
+    lease: Option<Lease>,
+}
+
+/// Gzip bytes per chunk (sent as twice as many hex characters).
+const HEX_CHUNK: usize = 32 * 1024;
+
+impl AnswerBody {
+    fn new(fields: &ExchangeResponse, gz: Vec<u8>, lease: Lease) -> AnswerBody {
+        // `packet_data` is serialized empty and split at: it follows two booleans, so its
+        // first occurrence is the field itself, whatever the strings after it hold.
+        const FIELD: &[u8] = b"\"packet_data\":\"";
+        let json = serde_json::to_vec(fields).expect("an answer serializes to JSON");
+        let at = json
+            .windows(FIELD.len())
+            .position(|w| w == FIELD)
+            .expect("the answer has a packet_data field")
+            + FIELD.len();
+        let json = web::Bytes::from(json);
+        AnswerBody {
+            head: Some(json.slice(..at)),
+            tail: Some(json.slice(at..)),
+            gz,
+            sent: 0,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl MessageBody for AnswerBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        let len = self.head.as_ref().map_or(0, |b| b.len())
+            + 2 * (self.gz.len() - self.sent)
+            + self.tail.as_ref().map_or(0, |b| b.len());
+        BodySize::Sized(len as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(head) = this.head.take() {
+            return Poll::Ready(Some(Ok(head)));
+        }
+        if this.sent < this.gz.len() {
+            let end = (this.sent + HEX_CHUNK).min(this.gz.len());
+            let chunk = hex::encode(&this.gz[this.sent..end]);
+            this.sent = end;
+            return Poll::Ready(Some(Ok(web::Bytes::from(chunk))));
+        }
+        if let Some(tail) = this.tail.take() {
+            this.gz = Vec::new();
+            this.lease = None;
+            return Poll::Ready(Some(Ok(tail)));
+        }
+        Poll::Ready(None)
+    }
 }
 
 async fn node_status(

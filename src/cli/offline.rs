@@ -102,7 +102,7 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
     let total = files.len();
     let mut failed = 0usize;
     let (mut applied, mut duplicates, mut errors, mut conflicts, mut processed) =
-        (0, 0, 0, 0, 0u64);
+        (0, 0, 0u64, 0u64, 0u64);
     let mut results = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let outcome = (|| -> Result<_, Box<dyn std::error::Error>> {
@@ -135,8 +135,8 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
                     duplicates += 1;
                 } else {
                     applied += 1;
-                    errors += r.errors.len();
-                    conflicts += r.conflicts.len();
+                    errors += r.error_count;
+                    conflicts += r.conflict_count;
                     processed += r.processed_count;
                 }
                 if json_out {
@@ -156,9 +156,7 @@ pub fn import(engine: &Engine, paths: &[PathBuf], json_out: bool) -> CliResult {
                         } else {
                             format!(
                                 "{} applied, {} rejected, {} conflicts",
-                                r.processed_count,
-                                r.errors.len(),
-                                r.conflicts.len()
+                                r.processed_count, r.error_count, r.conflict_count
                             )
                         }
                     );

@@ -70,6 +70,8 @@ pub struct ApplyCtx<'a> {
     pub node_id: &'a str,
     pub now: &'a str,
     pub seq: &'a mut SeqAlloc,
+    /// `server.max_entity_bytes`: larger changes are rejected ([`entity_size_rule`]).
+    pub max_entity_bytes: usize,
     cache: HashMap<(String, String), Slot>,
     /// Whether `sync_changes` may hold rows (checked once per packet): when it is empty, a new
     /// version has no per-node rows to clear, and the DELETE is skipped.
@@ -91,11 +93,17 @@ enum Pending {
 }
 
 impl<'a> ApplyCtx<'a> {
-    pub fn new(node_id: &'a str, now: &'a str, seq: &'a mut SeqAlloc) -> ApplyCtx<'a> {
+    pub fn new(
+        node_id: &'a str,
+        now: &'a str,
+        seq: &'a mut SeqAlloc,
+        max_entity_bytes: usize,
+    ) -> ApplyCtx<'a> {
         ApplyCtx {
             node_id,
             now,
             seq,
+            max_entity_bytes,
             cache: HashMap::new(),
             queue_rows: None,
         }
@@ -247,6 +255,27 @@ pub fn apply_change_isolated(
     }
 }
 
+/// The entity size rule, for every way an entity is written (node changes, admin writes,
+/// conflict resolutions): `data` (its JSON text, in bytes) at most `limit`.
+///
+/// Why: the server sends every entity to every other node, in packets bounded by the answer
+/// budget; an entity that did not fit in one could never be delivered, and since packets go
+/// oldest first, nothing behind it either. The configuration guarantees that an entity of
+/// `limit` bytes fits in an answer (`Settings::validate`).
+pub fn entity_size_rule(data: &str, limit: usize) -> Result<(), ChangeRejection> {
+    if data.len() <= limit {
+        return Ok(());
+    }
+    Err(ChangeRejection::new(
+        RejectReason::EntityTooLarge,
+        format!(
+            "data is {} bytes, over this server's entity limit of {limit} bytes \
+             (server.max_entity_bytes)",
+            data.len()
+        ),
+    ))
+}
+
 /// Applies a change that passed [`starsync_protocol::validate_change`]. Rejections are per change;
 /// store errors abort the whole packet.
 pub fn apply_change(
@@ -266,6 +295,11 @@ pub fn apply_change(
                 c.entity_type
             ),
         )));
+    }
+    if op != Operation::Delete {
+        if let Err(r) = entity_size_rule(c.data_text(), ctx.max_entity_bytes) {
+            return Ok(Err(r));
+        }
     }
     let updated_at = valid.updated_at.clone();
     let mut base = c.base_version.unwrap_or(0) as i64;

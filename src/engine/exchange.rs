@@ -6,19 +6,52 @@ use std::time::Instant;
 use crate::store::models::{InPacketReport, Node};
 use crate::store::{nodes, queue, Conn};
 use starsync_protocol::api::{ChangeError, ConflictReport};
-use starsync_protocol::{self, schema_major, validate_change, validate_text, ClockRule, Packet};
+use starsync_protocol::{
+    self, echo_field, schema_major, validate_change, validate_text, ClockRule, Packet,
+};
 use starsync_protocol::{ErrorCode, RejectReason};
 
 use super::apply::{apply_change, apply_change_isolated, Applied, ApplyCtx, SeqAlloc};
+use super::outbound::Budget;
 use super::{outbound, Engine, EngineError, EngineResult};
+
+/// Most rejected changes, and most conflicts, listed in one answer (and kept for repeating it
+/// to a duplicate); `error_count` and `conflict_count` still count them all.
+///
+/// Why: a packet of tiny invalid changes could otherwise make an answer, and a stored report
+/// (kept for a node's newest 32 packets), many times larger than the packet. A node's packet
+/// holds `batch_size` changes (100 by default), far below this.
+pub const MAX_LISTED: usize = 1000;
 
 /// What applying (or recognising) a node packet did.
 #[derive(Debug, Default, Clone)]
 pub struct ReceiveReport {
     pub duplicate: bool,
     pub processed_count: u64,
+    /// The first [`MAX_LISTED`] rejected changes.
     pub errors: Vec<ChangeError>,
+    /// The first [`MAX_LISTED`] conflicts.
     pub conflicts: Vec<ConflictReport>,
+    /// Every rejected change, listed or not.
+    pub error_count: u64,
+    /// Every conflict, listed or not.
+    pub conflict_count: u64,
+}
+
+impl ReceiveReport {
+    fn reject(&mut self, e: ChangeError) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_LISTED {
+            self.errors.push(e);
+        }
+    }
+
+    fn conflict(&mut self, c: ConflictReport) {
+        self.conflict_count += 1;
+        if self.conflicts.len() < MAX_LISTED {
+            self.conflicts.push(c);
+        }
+    }
 }
 
 /// The part of a report kept for answering duplicates.
@@ -26,6 +59,11 @@ pub struct ReceiveReport {
 struct StoredReport {
     errors: Vec<ChangeError>,
     conflicts: Vec<ConflictReport>,
+    /// Totals (absent in reports stored before lists were bounded: then the lists' lengths).
+    #[serde(default)]
+    error_count: Option<u64>,
+    #[serde(default)]
+    conflict_count: Option<u64>,
 }
 
 /// The result of a full exchange: the report and the hub's answer packet.
@@ -127,8 +165,15 @@ impl Engine {
             report.duplicate = true;
             if let Some(text) = queue::report(conn, &node.id, packet_no)? {
                 if let Ok(stored) = serde_json::from_str::<StoredReport>(&text) {
+                    report.error_count = stored.error_count.unwrap_or(stored.errors.len() as u64);
+                    report.conflict_count = stored
+                        .conflict_count
+                        .unwrap_or(stored.conflicts.len() as u64);
                     report.errors = stored.errors;
                     report.conflicts = stored.conflicts;
+                    // Reports stored before lists were bounded may hold more.
+                    report.errors.truncate(MAX_LISTED);
+                    report.conflicts.truncate(MAX_LISTED);
                 }
             }
             return Ok(report);
@@ -142,7 +187,7 @@ impl Engine {
             .iter()
             .map(|c| validate_change(c, &clock))
             .collect();
-        let mut ctx = ApplyCtx::new(&node.id, now, seq);
+        let mut ctx = ApplyCtx::new(&node.id, now, seq, self.settings.server.max_entity_bytes);
         ctx.preload(
             conn,
             p.changes
@@ -152,10 +197,12 @@ impl Engine {
                 .map(|(c, _)| (c.entity_type.as_str(), c.entity_uuid.as_str())),
         )?;
         for (c, checked) in p.changes.iter().zip(checked) {
+            // The change's own fields are echoed so the node can match the error to its change;
+            // valid ones are at most 128 characters, so only invalid ones are cut.
             let rejected = |reason: RejectReason, message: String| ChangeError {
-                change_id: c.change_id.clone(),
-                entity_type: c.entity_type.clone(),
-                entity_uuid: c.entity_uuid.clone(),
+                change_id: echo_field(&c.change_id),
+                entity_type: echo_field(&c.entity_type),
+                entity_uuid: echo_field(&c.entity_uuid),
                 error: ErrorCode::InvalidChange,
                 reason,
                 message,
@@ -163,7 +210,7 @@ impl Engine {
             let valid = match checked {
                 Ok(v) => v,
                 Err(r) => {
-                    report.errors.push(rejected(r.reason, r.message));
+                    report.reject(rejected(r.reason, r.message));
                     continue;
                 }
             };
@@ -178,16 +225,18 @@ impl Engine {
                 Ok(Applied::Done) => report.processed_count += 1,
                 Ok(Applied::Conflict(r)) => {
                     report.processed_count += 1;
-                    report.conflicts.push(r);
+                    report.conflict(r);
                 }
-                Err(r) => report.errors.push(rejected(r.reason, r.message)),
+                Err(r) => report.reject(rejected(r.reason, r.message)),
             }
         }
         ctx.flush(conn)?;
-        if !report.errors.is_empty() || !report.conflicts.is_empty() {
+        if report.error_count > 0 || report.conflict_count > 0 {
             let stored = StoredReport {
                 errors: report.errors.clone(),
                 conflicts: report.conflicts.clone(),
+                error_count: Some(report.error_count),
+                conflict_count: Some(report.conflict_count),
             };
             queue::save_report(
                 conn,
@@ -202,8 +251,25 @@ impl Engine {
         Ok(report)
     }
 
-    /// The full HTTP exchange for an authenticated node.
-    pub fn exchange(&self, caller: &Node, packet: Packet) -> EngineResult<ExchangeOutcome> {
+    /// Upper bound of the JSON size of the node's next answer packet, read without the writer
+    /// lock: the HTTP layer sets this much memory aside before [`Engine::exchange`] builds it.
+    pub fn next_answer_bytes(&self, node: &Node) -> EngineResult<usize> {
+        let budget = Budget::new(self.settings.sync.batch_size, self.settings.answer_budget());
+        self.read(|conn| {
+            let node = self.reload_active(conn, &node.id)?;
+            Ok(outbound::next_packet_bytes(conn, &node, budget)?)
+        })
+    }
+
+    /// The full HTTP exchange for an authenticated node. The answer packet holds at most
+    /// `reserved` bytes of JSON (the memory the caller set aside; see
+    /// [`Engine::next_answer_bytes`]), besides the answer budget.
+    pub fn exchange(
+        &self,
+        caller: &Node,
+        packet: Packet,
+        reserved: usize,
+    ) -> EngineResult<ExchangeOutcome> {
         let started = Instant::now();
         self.check_packet_header(caller, &packet)?;
         let now = starsync_protocol::now_ts();
@@ -213,12 +279,16 @@ impl Engine {
                 let mut seq = SeqAlloc::begin(conn)?;
                 let report =
                     self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
+                let budget = Budget {
+                    reserved,
+                    ..Budget::new(self.settings.sync.batch_size, self.settings.answer_budget())
+                };
                 let answer = outbound::build_packet(
                     conn,
                     &mut node,
                     &self.server_node_id,
                     &self.settings.sync.schema_version,
-                    self.settings.sync.batch_size,
+                    budget,
                     seq.last(),
                     &now,
                 )?;
@@ -234,8 +304,8 @@ impl Engine {
             duplicate = report.duplicate,
             changes_in = packet.changes.len(),
             processed = report.processed_count,
-            errors = report.errors.len(),
-            conflicts = report.conflicts.len(),
+            errors = report.error_count,
+            conflicts = report.conflict_count,
             changes_out = answer.changes.len(),
             more = answer.more,
             ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
@@ -285,8 +355,8 @@ impl Engine {
             packet_in = packet.packet_no,
             duplicate = report.duplicate,
             processed = report.processed_count,
-            errors = report.errors.len(),
-            conflicts = report.conflicts.len(),
+            errors = report.error_count,
+            conflicts = report.conflict_count,
             "import"
         );
         Ok((node.code, report))
@@ -314,12 +384,14 @@ impl Engine {
                 )));
             }
             let last = crate::store::last_seq(conn)?;
+            // A file carries what an answer would: the same byte budget, so the node can
+            // import it under the same limit.
             let packet = outbound::build_packet(
                 conn,
                 &mut node,
                 &self.server_node_id,
                 &self.settings.sync.schema_version,
-                self.settings.sync.batch_size,
+                Budget::new(self.settings.sync.batch_size, self.settings.answer_budget()),
                 last,
                 &now,
             )?;

@@ -41,6 +41,9 @@ pub enum EngineError {
     PacketTooLarge(String),
     #[error("{0}")]
     InvalidAck(String),
+    /// An admin write whose entity is over `server.max_entity_bytes` (413).
+    #[error("{0}")]
+    EntityTooLarge(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

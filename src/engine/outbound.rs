@@ -1,37 +1,89 @@
-//! Building the hub's packet for a node: its pending queue, oldest first, up to `batch_size`.
+//! Building the hub's packet for a node: its pending queue, oldest first, up to `batch_size`
+//! changes and up to a byte budget.
 //!
 //! The queue is the change log (`entities` ordered by `seq`) seen through the node's cursor,
 //! plus the node's own `sync_changes` rows: the rule in [`crate::store::pending`], whose SQL
 //! encoding picks the log's side here. See docs/design.md.
+//!
+//! Why a byte budget: a node refuses a packet over its own limit (64 MiB by default), and since
+//! packets go oldest first, a packet it cannot take would block everything behind it forever.
+//! So the selection is made on entity *sizes* first ([`entities::Head`]), cut to the budget, and
+//! only the chosen entities' data is loaded.
 
 use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
+use crate::store::entities::Head;
 use crate::store::models::{Entity, Node, OutPacket};
 use crate::store::{entities, pending, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::{self, Change, Packet, PACKET_FORMAT};
 
+/// Upper bound of a packet's JSON without its changes (fields, ids, timestamps), bytes.
+pub const PACKET_FIELDS_BYTES: usize = 512;
+
+/// Upper bound of one change's JSON besides its data, entity type and id: the field names, the
+/// change id, operation, version and timestamp, bytes.
+pub const CHANGE_FIELDS_BYTES: usize = 320;
+
+/// The bytes a change adds to a packet's JSON, at most (the data travels verbatim).
+fn change_wire_bytes(h: &Head) -> usize {
+    let data = if h.is_deleted {
+        0
+    } else {
+        h.data_len.max(0) as usize
+    };
+    CHANGE_FIELDS_BYTES + h.entity_type.len() + h.entity_uuid.len() + data
+}
+
+/// How large a packet may get.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// At most this many changes (`sync.batch_size`).
+    pub changes: usize,
+    /// The answer budget (`Settings::answer_budget`): a packet stops before a change that would
+    /// take it over, but always holds at least one change, so an entity larger than the budget
+    /// (stored before the limits were lowered) still moves.
+    pub bytes: usize,
+    /// Memory set aside for building this packet: a hard cap, which may leave the packet
+    /// empty (with `more`), so the node comes back once memory is free.
+    pub reserved: usize,
+}
+
+impl Budget {
+    /// A packet bounded by count and the answer budget only (offline export, estimates).
+    pub fn new(changes: usize, bytes: usize) -> Budget {
+        Budget {
+            changes,
+            bytes,
+            reserved: usize::MAX,
+        }
+    }
+}
+
 /// The entries a packet will carry, and what acknowledging it settles.
 pub struct Selection {
-    pub entities: Vec<Entity>,
+    pub heads: Vec<Head>,
     /// After acknowledgment, the node's cursor moves to this sequence number.
     pub high_seq: i64,
     /// More entries were pending than one packet holds.
     pub more: bool,
+    /// Upper bound of the packet's JSON size.
+    pub bytes: usize,
 }
 
-/// Picks the node's next `limit` pending entries. `last_seq` is the highest sequence number
-/// handed out so far (inside the current transaction).
+/// Picks the node's next pending entries within `budget`. `last_seq` is the highest sequence
+/// number handed out so far (inside the current transaction).
 pub fn select_pending(
     conn: &mut Conn,
     node: &Node,
-    limit: usize,
+    budget: Budget,
     last_seq: i64,
 ) -> StoreResult<Selection> {
+    let limit = budget.changes;
     let fetch = limit as i64 + 1;
     let cursor = node.acked_seq;
-    let log = pending::log_entries(conn, node, fetch)?;
+    let log = pending::log_heads(conn, node, fetch)?;
     let rows = queue::pending(conn, &node.id, cursor, fetch)?;
 
     // Both lists are complete up to their last fetched seq when they were cut off.
@@ -46,11 +98,11 @@ pub fn select_pending(
         .min(bound_of(rows.len(), rows.last().map(|r| r.seq)));
 
     // One entry per entity, at its latest reason to be sent.
-    let mut by_key: HashMap<(String, String), (i64, Option<Entity>)> = HashMap::new();
-    for e in log {
+    let mut by_key: HashMap<(String, String), (i64, Option<Head>)> = HashMap::new();
+    for h in log {
         by_key.insert(
-            (e.entity_type.clone(), e.entity_uuid.clone()),
-            (e.seq, Some(e)),
+            (h.entity_type.clone(), h.entity_uuid.clone()),
+            (h.seq, Some(h)),
         );
     }
     for r in rows {
@@ -58,48 +110,100 @@ pub fn select_pending(
         let slot = by_key.entry(key).or_insert((r.seq, None));
         slot.0 = slot.0.max(r.seq);
     }
-    let mut items: Vec<((String, String), i64, Option<Entity>)> = by_key
+    let mut items: Vec<((String, String), i64, Option<Head>)> = by_key
         .into_iter()
-        .map(|(k, (s, e))| (k, s, e))
+        .map(|(k, (s, h))| (k, s, h))
         .filter(|(_, s, _)| *s <= bound)
         .collect();
     items.sort_by_key(|(_, s, _)| *s);
-    let more = items.len() > limit || bound != i64::MAX;
+    let mut more = items.len() > limit || bound != i64::MAX;
     items.truncate(limit);
-    let high_seq = if more {
-        items.last().map(|(_, s, _)| *s).unwrap_or(cursor)
-    } else {
-        last_seq
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for ((t, u), _, e) in items {
-        let e = match e {
-            Some(e) => e,
-            None => entities::get(conn, &t, &u)?.ok_or_else(|| {
+
+    let mut heads = Vec::with_capacity(items.len());
+    let mut seqs = Vec::with_capacity(items.len());
+    let mut bytes = PACKET_FIELDS_BYTES;
+    for ((t, u), s, h) in items {
+        let h = match h {
+            Some(h) => h,
+            None => entities::head(conn, &t, &u)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("queued entity {t}/{u} does not exist"))
             })?,
         };
-        out.push(e);
+        let w = change_wire_bytes(&h);
+        let over_budget = !heads.is_empty() && bytes + w > budget.bytes;
+        if over_budget || bytes + w > budget.reserved {
+            more = true;
+            break;
+        }
+        bytes += w;
+        heads.push(h);
+        seqs.push(s);
     }
+    let high_seq = if more {
+        seqs.last().copied().unwrap_or(cursor)
+    } else {
+        last_seq
+    };
     Ok(Selection {
-        entities: out,
+        heads,
         high_seq,
         more,
+        bytes,
     })
+}
+
+/// Upper bound of the JSON size of the node's next packet (read outside the write
+/// transaction, to set memory aside before building it).
+pub fn next_packet_bytes(conn: &mut Conn, node: &Node, budget: Budget) -> StoreResult<usize> {
+    Ok(select_pending(conn, node, budget, i64::MAX)?.bytes)
+}
+
+/// Loads the chosen entities, in the selection's order.
+fn load(conn: &mut Conn, heads: &[Head]) -> StoreResult<Vec<Entity>> {
+    let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
+    for h in heads {
+        by_type
+            .entry(h.entity_type.as_str())
+            .or_default()
+            .push(h.entity_uuid.as_str());
+    }
+    let mut found: HashMap<(String, String), Entity> = HashMap::with_capacity(heads.len());
+    for (t, uuids) in by_type {
+        for chunk in uuids.chunks(500) {
+            for e in entities::get_many(conn, t, chunk)? {
+                found.insert((e.entity_type.clone(), e.entity_uuid.clone()), e);
+            }
+        }
+    }
+    heads
+        .iter()
+        .map(|h| {
+            found
+                .remove(&(h.entity_type.clone(), h.entity_uuid.clone()))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "pending entity {}/{} does not exist",
+                        h.entity_type, h.entity_uuid
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Numbers the next hub packet for `node` (mutating its counters), records what its
 /// acknowledgment settles, and returns the packet.
+#[allow(clippy::too_many_arguments)]
 pub fn build_packet(
     conn: &mut Conn,
     node: &mut Node,
     server_node_id: &str,
     schema_version: &str,
-    limit: usize,
+    budget: Budget,
     last_seq: i64,
     now: &str,
 ) -> StoreResult<Packet> {
-    let sel = select_pending(conn, node, limit, last_seq)?;
+    let sel = select_pending(conn, node, budget, last_seq)?;
+    let chosen = load(conn, &sel.heads)?;
     node.sent_packet_no += 1;
     node.last_sync_out = Some(now.to_string());
     queue::record_out_packet(
@@ -108,13 +212,13 @@ pub fn build_packet(
             node_id: node.id.clone(),
             packet_no: node.sent_packet_no,
             high_seq: sel.high_seq,
-            change_count: sel.entities.len() as i64,
+            change_count: chosen.len() as i64,
             created_at: now.to_string(),
         },
     )?;
     let cursor = node.acked_seq;
-    let mut changes = Vec::with_capacity(sel.entities.len());
-    for e in sel.entities {
+    let mut changes = Vec::with_capacity(chosen.len());
+    for e in chosen {
         changes.push(to_change(e, cursor)?);
     }
     Ok(Packet {

@@ -7,6 +7,35 @@ use super::models::Entity;
 use super::schema::entities::dsl as e;
 use super::{Conn, StoreResult};
 
+diesel::define_sql_function! {
+    /// Length of a text in bytes (not characters), in SQLite 3.43+ and PostgreSQL alike.
+    fn octet_length(x: diesel::sql_types::Text) -> diesel::sql_types::Integer;
+}
+
+/// What a packet needs to know about an entity before loading its data: its key, position in
+/// the change log, whether it is a tombstone, and the size of its data in bytes.
+#[derive(Debug, Clone, Queryable)]
+pub struct Head {
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub seq: i64,
+    pub is_deleted: bool,
+    pub data_len: i32,
+}
+
+macro_rules! head_columns {
+    () => {
+        (
+            e::entity_type,
+            e::entity_uuid,
+            e::seq,
+            e::is_deleted,
+            $crate::store::entities::octet_length(e::data),
+        )
+    };
+}
+pub(crate) use head_columns;
+
 pub fn get(conn: &mut Conn, entity_type: &str, uuid: &str) -> StoreResult<Option<Entity>> {
     Ok(e::entities
         .find((entity_type, uuid))
@@ -102,4 +131,13 @@ pub fn types(conn: &mut Conn, max: usize) -> StoreResult<Vec<String>> {
         }
     }
     Ok(found)
+}
+
+/// One entity's [`Head`].
+pub fn head(conn: &mut Conn, entity_type: &str, uuid: &str) -> StoreResult<Option<Head>> {
+    Ok(e::entities
+        .find((entity_type, uuid))
+        .select(head_columns!())
+        .first(conn)
+        .optional()?)
 }

@@ -77,6 +77,18 @@ pub fn log_entries(conn: &mut Conn, n: &Node, limit: i64) -> StoreResult<Vec<Ent
         .load(conn)?)
 }
 
+/// [`log_entries`] without the data: the same entries with their data sizes
+/// ([`entities::Head`]), so an answer is cut to its byte budget before any large entity is
+/// loaded.
+pub fn log_heads(conn: &mut Conn, n: &Node, limit: i64) -> StoreResult<Vec<entities::Head>> {
+    Ok(e::entities
+        .filter(in_log_filter!(&n.id, n.acked_seq, n.registered_seq))
+        .order(e::seq.asc())
+        .select(entities::head_columns!())
+        .limit(limit)
+        .load(conn)?)
+}
+
 /// How many log entries are pending for N: the rule written as a SQL `COUNT`, for one node's
 /// status, where the database counts from N's cursor without sending any row.
 pub fn count_in_log(conn: &mut Conn, n: &Node) -> StoreResult<i64> {

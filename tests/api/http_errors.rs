@@ -568,7 +568,14 @@ fn body_over_the_limit_is_packet_too_large() {
 
 #[test]
 fn packet_over_the_decompressed_limit_is_packet_too_large() {
-    let app = TestApp::spawn_with("", &[("STARSYNC_MAX_PACKET_BYTES", "1048576")]);
+    // The entity limit must fit in half of the packet limit (the answer budget).
+    let app = TestApp::spawn_with(
+        "",
+        &[
+            ("STARSYNC_MAX_PACKET_BYTES", "1048576"),
+            ("STARSYNC_MAX_ENTITY_BYTES", "458752"),
+        ],
+    );
     let mut b = app.register("B");
     assert_eq!(b.sync(&app, vec![]).status, 200);
     let before = counters(&app, &b);
@@ -588,23 +595,30 @@ fn packet_over_the_decompressed_limit_is_packet_too_large() {
     assert_ex_error(&ex, 413, "packet_too_large");
     assert_eq!(counters(&app, &b), before);
     assert!(!entity_exists(&app, "Doc", &probe));
-    // Just under the limit is fine: applied in full, byte for byte.
-    let pad = "a".repeat(900_000);
-    let ex = b.sync(&app, vec![upsert("Doc", &probe, 0, json!({"pad": pad}))]);
+    // Just under the limit is fine: applied in full, byte for byte (two entities, each under
+    // the entity limit that a 1 MiB packet limit implies).
+    let pad = "a".repeat(440_000);
+    let ex = b.sync(
+        &app,
+        vec![
+            upsert("Doc", &probe, 0, json!({"pad": pad})),
+            upsert("Doc", &new_uuid(), 0, json!({"pad": "b".repeat(440_000)})),
+        ],
+    );
     assert_eq!(ex.status, 200, "{}", ex.body);
     assert_eq!(
         (
             ex.body["processed_count"].clone(),
             ex.body["error_count"].clone()
         ),
-        (json!(1), json!(0)),
+        (json!(2), json!(0)),
         "{}",
         ex.body
     );
     let (s, stored) = app.entity("Doc", &probe);
     assert_eq!(s, 200, "{stored}");
     assert_eq!(stored["version"], 1);
-    // (Compared without printing 900 KB on failure.)
+    // (Compared without printing 440 KB on failure.)
     assert!(
         stored["data"] == json!({"pad": pad}),
         "stored data differs: {} bytes of JSON",

@@ -17,6 +17,7 @@ mod entity_listing;
 mod hostile;
 mod http_errors;
 mod idempotency;
+mod limits;
 mod multiprocess;
 mod node_cli;
 mod node_e2e;

@@ -3,7 +3,7 @@
 //! Decoding inflates through a hard limit, so a gzip bomb is stopped while inflating: memory
 //! never exceeds the configured decompressed size, whatever the compression ratio.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use flate2::read::MultiGzDecoder;
 use flate2::Compression;
@@ -31,10 +31,14 @@ pub enum CodecError {
     NotJson(String),
 }
 
-/// Serializes and gzips a packet.
+/// Serializes and gzips a packet, streaming: the JSON is compressed as it is written, so only
+/// the gzip bytes are ever held in memory (never the JSON text beside them).
 pub fn encode_packet(packet: &Packet) -> Vec<u8> {
-    let json = serde_json::to_vec(packet).expect("writing JSON to memory cannot fail");
-    gzip_bytes(&json)
+    with_gzip_sink(|sink| {
+        let mut w = std::io::BufWriter::with_capacity(32 * 1024, sink);
+        serde_json::to_writer(&mut w, packet).expect("writing JSON to memory cannot fail");
+        w.flush().expect("writing to memory cannot fail");
+    })
 }
 
 thread_local! {
@@ -61,14 +65,146 @@ pub fn encode_packet_hex(packet: &Packet) -> String {
 
 /// Decodes the hex form used by the HTTP envelope.
 pub fn decode_hex_packet(hex_text: &str, max_decompressed: usize) -> Result<Packet, CodecError> {
-    let bytes = hex::decode(hex_text.trim()).map_err(|e| CodecError::NotHex(e.to_string()))?;
-    decode_packet_bytes(&bytes, max_decompressed)
+    decode_hex_packet_sized(hex_text, max_decompressed).map(|(p, _)| p)
+}
+
+/// [`decode_hex_packet`], also returning the packet's decompressed size.
+///
+/// Streaming, hex → gzip → JSON: neither the gzip bytes nor the JSON text is ever held whole,
+/// only the parsed packet (a server decoding many large packets at once holds each once).
+pub fn decode_hex_packet_sized(
+    hex_text: &str,
+    max_decompressed: usize,
+) -> Result<(Packet, usize), CodecError> {
+    let hex_text = hex_text.trim().as_bytes();
+    if let Some(i) = hex_text.iter().position(|b| !b.is_ascii_hexdigit()) {
+        let c = String::from_utf8_lossy(&hex_text[i..])
+            .chars()
+            .next()
+            .unwrap_or('?');
+        return Err(CodecError::NotHex(format!(
+            "invalid character {c:?} at position {i}"
+        )));
+    }
+    if !hex_text.len().is_multiple_of(2) {
+        return Err(CodecError::NotHex("odd number of digits".into()));
+    }
+    if hex_text.len() < 4 || !hex_text[..4].eq_ignore_ascii_case(b"1f8b") {
+        return Err(CodecError::NotGzip("missing gzip header".into()));
+    }
+    decode_stream(HexReader { hex: hex_text }, max_decompressed)
 }
 
 /// Decodes raw gzip bytes (a `.syncpkt` file, or a decoded envelope).
 pub fn decode_packet_bytes(gz: &[u8], max_decompressed: usize) -> Result<Packet, CodecError> {
-    let json = inflate_limited(gz, max_decompressed)?;
-    serde_json::from_slice(&json).map_err(|e| CodecError::NotJson(e.to_string()))
+    if gz.len() < 2 || gz[0] != 0x1f || gz[1] != 0x8b {
+        return Err(CodecError::NotGzip("missing gzip header".into()));
+    }
+    decode_stream(gz, max_decompressed).map(|(p, _)| p)
+}
+
+/// Inflates `gz` through the limit while parsing the JSON as it comes.
+fn decode_stream(gz: impl Read, limit: usize) -> Result<(Packet, usize), CodecError> {
+    let mut inflated = Limited {
+        inner: MultiGzDecoder::new(std::io::BufReader::with_capacity(
+            32 * 1024,
+            CountingReader { inner: gz, read: 0 },
+        )),
+        limit,
+        count: 0,
+        over: false,
+    };
+    let parsed =
+        serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, &mut inflated));
+    match parsed {
+        Ok(p) => Ok((p, inflated.count)),
+        Err(_) if inflated.over => Err(inflated.too_large()),
+        Err(e) if e.is_io() => Err(CodecError::NotGzip(e.to_string())),
+        Err(e) => {
+            // Over the limit is the answer whatever the content (a bomb of zeros is not JSON
+            // either): inflate the rest, without keeping it, to tell which.
+            let rest = std::io::copy(&mut inflated, &mut std::io::sink());
+            if inflated.over {
+                Err(inflated.too_large())
+            } else if let Err(io) = rest {
+                Err(CodecError::NotGzip(io.to_string()))
+            } else {
+                Err(CodecError::NotJson(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Hex text read as the bytes it encodes (validated beforehand).
+struct HexReader<'a> {
+    hex: &'a [u8],
+}
+
+impl Read for HexReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.hex.len() / 2);
+        let (now, rest) = self.hex.split_at(n * 2);
+        hex::decode_to_slice(now, &mut buf[..n])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.hex = rest;
+        Ok(n)
+    }
+}
+
+/// A reader that fails once more than `limit` bytes came through it.
+/// The gzip input of a streaming decode, counting what the decoder consumed.
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read> Limited<MultiGzDecoder<std::io::BufReader<CountingReader<R>>>> {
+    /// The error for a packet over the limit: how far it was inflated (one byte past the
+    /// limit at most) and how much gzip was read to get there.
+    fn too_large(&self) -> CodecError {
+        CodecError::TooLarge {
+            limit: self.limit,
+            inflated: self.count as u64,
+            read: self.inner.get_ref().get_ref().read,
+        }
+    }
+}
+
+struct Limited<R> {
+    inner: R,
+    limit: usize,
+    count: usize,
+    over: bool,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Never ask for more than one byte past the limit: a bomb stops expanding here.
+        let room = self
+            .limit
+            .saturating_sub(self.count)
+            .saturating_add(1)
+            .min(buf.len());
+        let n = if self.over {
+            0
+        } else {
+            self.inner.read(&mut buf[..room])?
+        };
+        self.count += n;
+        if self.over || self.count > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("decompressed size over the limit"));
+        }
+        Ok(n)
+    }
 }
 
 /// Inflates at most `limit` bytes; one byte more is an error, so the bomb never fully expands.
@@ -108,31 +244,83 @@ impl Read for Counted<'_> {
 
 /// Gzips bytes into one gzip member (RFC 1952) at [`GZIP_LEVEL`].
 pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() / 3 + 64);
-    out.extend_from_slice(&GZIP_HEADER);
+    with_gzip_sink(|sink| sink.write_all(data).expect("writing to memory cannot fail"))
+}
+
+/// Runs `write` against a gzip stream (one member, [`GZIP_LEVEL`], this thread's reused
+/// compressor) and returns the finished gzip bytes.
+fn with_gzip_sink(write: impl FnOnce(&mut GzipSink<'_>)) -> Vec<u8> {
     DEFLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         let deflate =
             slot.get_or_insert_with(|| flate2::Compress::new(Compression::new(GZIP_LEVEL), false));
         deflate.reset();
-        let mut input = data;
+        let mut sink = GzipSink {
+            deflate,
+            out: Vec::with_capacity(4096),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        };
+        sink.out.extend_from_slice(&GZIP_HEADER);
+        write(&mut sink);
+        sink.finish()
+    })
+}
+
+/// Raw deflate into a growing buffer, with the gzip trailer's CRC and length kept on the way.
+struct GzipSink<'a> {
+    deflate: &'a mut flate2::Compress,
+    out: Vec<u8>,
+    crc: crc32fast::Hasher,
+    len: u32,
+}
+
+impl GzipSink<'_> {
+    fn deflate(&mut self, mut input: &[u8], flush: flate2::FlushCompress) -> bool {
         loop {
-            if out.capacity() - out.len() < 1024 {
-                out.reserve(out.capacity().max(4096));
+            if self.out.capacity() - self.out.len() < 1024 {
+                self.out.reserve(self.out.capacity().max(4096));
             }
-            let before_in = deflate.total_in();
-            let status = deflate
-                .compress_vec(input, &mut out, flate2::FlushCompress::Finish)
+            let before_in = self.deflate.total_in();
+            let status = self
+                .deflate
+                .compress_vec(input, &mut self.out, flush)
                 .expect("deflate into memory cannot fail");
-            input = &input[(deflate.total_in() - before_in) as usize..];
+            input = &input[(self.deflate.total_in() - before_in) as usize..];
             if status == flate2::Status::StreamEnd {
-                break;
+                return true;
+            }
+            // Without Finish, deflate is done once it took all input and left room unused.
+            if flush != flate2::FlushCompress::Finish
+                && input.is_empty()
+                && self.out.len() < self.out.capacity()
+            {
+                return false;
             }
         }
-    });
-    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.deflate(&[], flate2::FlushCompress::Finish);
+        let crc = self.crc.clone().finalize();
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out.extend_from_slice(&self.len.to_le_bytes());
+        self.out
+    }
+}
+
+impl Write for GzipSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.crc.update(buf);
+        // RFC 1952: ISIZE is the input size modulo 2^32.
+        self.len = self.len.wrapping_add(buf.len() as u32);
+        self.deflate(buf, flate2::FlushCompress::None);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +356,96 @@ mod tests {
             assert_eq!(back, data, "size {size}");
             assert_eq!(inflate_limited(&gz, size.max(1)).unwrap(), data);
         }
+    }
+
+    fn packet_json(pad: usize) -> String {
+        serde_json::json!({
+            "format": 1, "schema_version": "1.0.0",
+            "sender_node_id": "a", "receiver_node_id": "b",
+            "packet_no": 1, "ack_packet_no": 0, "created_at": "2026-11-22T10:00:00Z",
+            "changes": [{"change_id": "c", "entity_type": "T", "entity_uuid": "u",
+                "operation": "INSERT", "base_version": 0, "version": null,
+                "updated_at": "2026-11-22T10:00:00Z", "data": {"pad": "x".repeat(pad)}}]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn streaming_decode_reports_the_size_and_stops_at_the_limit() {
+        let json = packet_json(100_000);
+        let hex_text = hex::encode(gzip_bytes(json.as_bytes()));
+        let (p, n) = decode_hex_packet_sized(&hex_text, json.len()).unwrap();
+        assert_eq!(n, json.len());
+        assert_eq!(p.changes[0].data_text().len(), 100_000 + 10);
+        // Upper case hex and surrounding whitespace are accepted.
+        let upper = format!("  {}\n", hex_text.to_uppercase());
+        assert!(decode_hex_packet(&upper, json.len()).is_ok());
+        assert!(matches!(
+            decode_hex_packet(&hex_text, json.len() - 1),
+            Err(CodecError::TooLarge { .. })
+        ));
+        // Files take the same path.
+        let gz = gzip_bytes(json.as_bytes());
+        assert!(decode_packet_bytes(&gz, json.len()).is_ok());
+        assert!(matches!(
+            decode_packet_bytes(&gz, 1000),
+            Err(CodecError::TooLarge { limit: 1000, .. })
+        ));
+    }
+
+    #[test]
+    fn a_bomb_is_too_large_even_when_it_is_not_json() {
+        let gz = gzip_bytes(&vec![0u8; 3 << 20]);
+        assert!(matches!(
+            decode_packet_bytes(&gz, 1 << 20),
+            Err(CodecError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode_packet_bytes(&gz, 4 << 20),
+            Err(CodecError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn streaming_decode_classifies_bad_input() {
+        let json = packet_json(10);
+        let mut gz = gzip_bytes(json.as_bytes());
+        // A corrupt trailer (CRC) is caught: the stream is read to its end.
+        let n = gz.len();
+        gz[n - 6] ^= 0xff;
+        assert!(matches!(
+            decode_hex_packet(&hex::encode(&gz), 1 << 20),
+            Err(CodecError::NotGzip(_))
+        ));
+        let not_json = gzip_bytes(b"{\"format\": 1, oops");
+        assert!(matches!(
+            decode_hex_packet(&hex::encode(not_json), 1 << 20),
+            Err(CodecError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode_hex_packet("1f8", 100),
+            Err(CodecError::NotHex(_))
+        ));
+        assert!(matches!(
+            decode_hex_packet(&hex::encode(b"{}"), 100),
+            Err(CodecError::NotGzip(_))
+        ));
+    }
+
+    #[test]
+    fn encoded_packets_decode_to_the_same_packet() {
+        let json = packet_json(300_000);
+        let p: Packet = serde_json::from_str(&json).unwrap();
+        let gz = encode_packet(&p);
+        let back = decode_packet_bytes(&gz, 1 << 20).unwrap();
+        let expected = serde_json::to_string(&p).unwrap();
+        assert!(serde_json::to_string(&back).unwrap() == expected);
+        // Any gzip reader accepts it.
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text == expected);
     }
 
     #[test]

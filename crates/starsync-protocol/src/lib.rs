@@ -21,8 +21,8 @@ pub use validate::{
     ClockRule, ValidChange, MAX_DATA_DEPTH,
 };
 pub use vocab::{
-    EntityId, EntityType, ErrorCode, InvalidId, NodeCode, OutboxState, RejectReason, Resolution,
-    Strategy, Winner,
+    echo_field, EntityId, EntityType, ErrorCode, InvalidId, NodeCode, OutboxState, RejectReason,
+    Resolution, Strategy, Winner,
 };
 
 /// Largest integer a packet may carry: JSON numbers beyond 2^53 − 1 lose precision in

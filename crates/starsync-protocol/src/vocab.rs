@@ -84,6 +84,8 @@ wire_enum! {
         SchemaMismatch => "schema_mismatch",
         PacketTooLarge => "packet_too_large",
         PayloadTooLarge => "payload_too_large",
+        /// An admin write whose entity `data` is over the server's entity size limit.
+        EntityTooLarge => "entity_too_large",
         /// The request body did not arrive in time (a stalled or too slow upload: 408).
         RequestTimeout => "request_timeout",
         InvalidAck => "invalid_ack",
@@ -116,6 +118,9 @@ wire_enum! {
         InvalidChangeId => "invalid_change_id",
         UnknownOperation => "unknown_operation",
         DataNotObject => "data_not_object",
+        /// `data` is over the server's entity size limit (`server.max_entity_bytes`): larger
+        /// entities could not always be delivered to other nodes.
+        EntityTooLarge => "entity_too_large",
         /// `data` that could not be read back as written: a number beyond the range of a
         /// double, a lone UTF-16 surrogate, nesting deeper than
         /// [`MAX_DATA_DEPTH`](crate::validate::MAX_DATA_DEPTH), or a key twice in one object.
@@ -252,8 +257,32 @@ pub struct InvalidId {
 /// At most this much of a refused value is echoed back in a message.
 const ECHO_CHARS: usize = 80;
 
+/// A refused value for a message: at most [`ECHO_CHARS`] characters, `…` marking a cut.
 fn echo(s: &str) -> String {
-    s.chars().take(ECHO_CHARS).collect()
+    cut(s, ECHO_CHARS)
+}
+
+/// Most characters of a change's own field (`change_id`, `entity_type`, `entity_uuid`) echoed in
+/// a per-change error. Every valid value is at most this long, so only invalid ones are cut.
+pub const ECHO_FIELD_CHARS: usize = 128;
+
+/// A change's field as a per-change error echoes it: unchanged up to [`ECHO_FIELD_CHARS`]
+/// characters; longer, its first 127 characters and `…`. Why: an error answer (and the report
+/// kept to repeat it to a duplicate) must not grow with a hostile value's size.
+pub fn echo_field(s: &str) -> String {
+    cut(s, ECHO_FIELD_CHARS)
+}
+
+/// At most `max` characters of `s`, the last one `…` when it was cut.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some(_) => {
+            let mut out: String = s.chars().take(max - 1).collect();
+            out.push('…');
+            out
+        }
+    }
 }
 
 /// An entity type name: `^[A-Za-z][A-Za-z0-9_]{0,63}$` (PROTOCOL §1).
@@ -428,5 +457,17 @@ mod tests {
     fn echoed_values_are_truncated() {
         let e = EntityType::parse(&"-".repeat(1 << 20)).unwrap_err();
         assert!(e.message.len() < 200, "{}", e.message.len());
+        assert!(e.message.contains('…'), "{}", e.message);
+    }
+
+    #[test]
+    fn echoed_fields_keep_valid_values_and_cut_long_ones() {
+        let valid = "a".repeat(ECHO_FIELD_CHARS);
+        assert_eq!(echo_field(&valid), valid);
+        let long = "é".repeat(1 << 20);
+        let cut = echo_field(&long);
+        assert_eq!(cut.chars().count(), ECHO_FIELD_CHARS);
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
     }
 }

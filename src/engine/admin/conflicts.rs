@@ -7,7 +7,7 @@ use crate::store::{entities, history};
 use starsync_protocol::api::{ConflictRow, EntityView, ResolveRequest};
 use starsync_protocol::{Resolution, Winner};
 
-use super::entities::{admin_data, admin_write, entity_view, stored_data};
+use super::entities::{admin_data, admin_write, entity_view, sized, stored_data};
 
 impl Engine {
     pub fn list_conflicts(
@@ -37,9 +37,10 @@ impl Engine {
             History,
             Server,
         }
+        let limit = self.settings.server.max_entity_bytes;
         let choice =
             match (&req.data, req.use_.as_deref()) {
-                (Some(d), None) => Choice::Data(admin_data(d.clone())?),
+                (Some(d), None) => Choice::Data(sized(admin_data(d.clone())?, limit)?),
                 (None, Some("history")) => Choice::History,
                 (None, Some("server")) => Choice::Server,
                 (None, Some(other)) => {
@@ -80,7 +81,9 @@ impl Engine {
                     c,
                     &row.entity_type,
                     &row.entity_uuid,
-                    Some(row.serialized_data.clone()),
+                    // The stored version was within the limit when it arrived; the limit may
+                    // have been lowered since.
+                    Some(sized(row.serialized_data.clone(), limit)?),
                     &now,
                 )?,
             };

@@ -1,6 +1,6 @@
 //! Direct entity reads and writes by the admin: hub-authored versions sent to every node.
 
-use crate::engine::apply::SeqAlloc;
+use crate::engine::apply::{entity_size_rule, SeqAlloc};
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Entity;
 use crate::store::{entities, queue, Conn};
@@ -80,7 +80,8 @@ impl Engine {
         data: Option<EntityData>,
     ) -> EngineResult<EntityView> {
         check_entity_key(entity_type, uuid)?;
-        let data = data.map(admin_data).transpose()?;
+        let limit = self.settings.server.max_entity_bytes;
+        let data = data.map(|d| sized(admin_data(d)?, limit)).transpose()?;
         let now = starsync_protocol::now_ts();
         let view = self.write(|c| {
             if data.is_none() {
@@ -152,6 +153,13 @@ pub(super) fn admin_write(
 pub(super) fn admin_data(data: EntityData) -> EngineResult<String> {
     validate_entity_data(data.as_str()).map_err(|r| EngineError::InvalidRequest(r.message))?;
     Ok(data.into_string())
+}
+
+/// An admin write obeys the same entity size rule as nodes ([`entity_size_rule`]); breaking it
+/// is 413 `entity_too_large` (a node's change is rejected per change with the same reason).
+pub(super) fn sized(data: String, limit: usize) -> EngineResult<String> {
+    entity_size_rule(&data, limit).map_err(|r| EngineError::EntityTooLarge(r.message))?;
+    Ok(data)
 }
 
 /// Data exactly as stored (the text its author wrote).
