@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod nodes;
+pub mod openapi;
 pub mod sync;
 
 use actix_web::web;
@@ -44,4 +45,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     conflicts::configure(cfg);
     entities::configure(cfg);
     dashboard::configure(cfg);
+    openapi::configure(cfg);
 }

@@ -5,7 +5,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, parse_json, read_body};
 use crate::engine::{Engine, EngineError};
-use starsync_protocol::api::{ExchangeRequest, ExchangeResponse, RegisterRequest};
+use starsync_protocol::api::{
+    ExchangeRequest, ExchangeResponse, NodeStatus, RegisterRequest, RegisterResponse, ServerStatus,
+};
 use starsync_protocol::{codec, decode_hex_packet};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -15,6 +17,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(super::resource("/api/sync/status/{node_id}").route(web::get().to(node_status)));
 }
 
+/// Registers a node and shows its token (once).
+#[utoipa::path(post, path = "/api/sync/register", operation_id = "register", tag = "sync",
+    description = "Needs the admin token unless the server runs with open registration.",
+    request_body = RegisterRequest,
+    responses((status = 201, description = "The node is registered; `auth_token` is shown only here", body = RegisterResponse)),
+    security(("admin_token" = []), ()))]
 async fn register(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -37,6 +45,11 @@ async fn register(
     Ok(HttpResponse::Created().json(resp))
 }
 
+/// Applies a node's packet and answers the server's packet for it (PROTOCOL §3, §6).
+#[utoipa::path(post, path = "/api/sync/exchange", operation_id = "exchange", tag = "sync",
+    request_body = ExchangeRequest,
+    responses((status = 200, description = "The packet was accepted (applied or a duplicate); rejected changes are listed in `errors`", body = ExchangeResponse)),
+    security(("node_token" = [])))]
 async fn exchange(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -89,6 +102,11 @@ async fn exchange(
     }))
 }
 
+/// One node's counters, as the server sees them.
+#[utoipa::path(get, path = "/api/sync/status/{node_id}", operation_id = "node_status", tag = "sync",
+    params(("node_id" = String, Path, description = "The node's id (or its code, for the admin)")),
+    responses((status = 200, description = "The node's status", body = NodeStatus)),
+    security(("admin_token" = []), ("node_token" = [])))]
 async fn node_status(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -104,6 +122,10 @@ async fn node_status(
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// Hub statistics.
+#[utoipa::path(get, path = "/api/sync/status", operation_id = "server_status", tag = "sync",
+    responses((status = 200, description = "Hub statistics", body = ServerStatus)),
+    security(("admin_token" = [])))]
 async fn server_status(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
     admin(&engine, &req).await?;
     let status = blocking(&engine, |e| e.server_status()).await?;
