@@ -58,25 +58,28 @@ pub struct ApiDoc;
 
 use ErrorCode as E;
 
+/// Error statuses, each with the codes it can carry.
+type Answers = &'static [(u16, &'static [ErrorCode])];
+
 /// Statuses and codes every authenticated operation can answer.
-const AUTH: &[(u16, &[ErrorCode])] = &[(401, &[E::Unauthorized]), (403, &[E::Forbidden])];
+const AUTH: Answers = &[(401, &[E::Unauthorized]), (403, &[E::Forbidden])];
 
 /// Statuses and codes of reading a JSON request body (`extract::read_body`, `parse_json`).
-const BODY: &[(u16, &[ErrorCode])] = &[
+const BODY: Answers = &[
     (400, &[E::InvalidRequest]),
     (408, &[E::RequestTimeout]),
     (413, &[E::PayloadTooLarge]),
     (422, &[E::InvalidRequest]),
 ];
 
-const NOT_FOUND: &[(u16, &[ErrorCode])] = &[(404, &[E::NotFound])];
+const NOT_FOUND: Answers = &[(404, &[E::NotFound])];
 /// A query string serde cannot read, or a parameter out of range.
-const BAD_QUERY: &[(u16, &[ErrorCode])] = &[(422, &[E::InvalidRequest])];
+const BAD_QUERY: Answers = &[(422, &[E::InvalidRequest])];
 /// A database failure: logged, answered with a generic sentence.
-const INTERNAL: &[(u16, &[ErrorCode])] = &[(500, &[E::InternalError])];
+const INTERNAL: Answers = &[(500, &[E::InternalError])];
 
 /// The error answers of each operation (by `operation_id`), as groups merged per status.
-const ERRORS: &[(&str, &[&[(u16, &[ErrorCode])]])] = &[
+const ERRORS: &[(&str, &[Answers])] = &[
     (
         "register",
         &[
