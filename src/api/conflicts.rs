@@ -7,7 +7,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, limit_param, parse_json, read_body};
 use crate::engine::{Caller, Engine, EngineError};
 use crate::store::history::HistoryFilter;
-use starsync_protocol::api::{ConflictList, ResolveRequest};
+use starsync_protocol::api::{ConflictList, EntityView, ResolveRequest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/conflicts").route(web::get().to(list)))
@@ -26,6 +26,18 @@ struct ListQuery {
     before: Option<String>,
 }
 
+/// Conflict history rows, newest first. A node may list its own with `node_id` its own id.
+#[utoipa::path(get, path = "/api/sync/conflicts", operation_id = "list_conflicts", tag = "conflicts",
+    params(
+        ("entity_type" = Option<String>, Query, description = "Only this entity type"),
+        ("entity_uuid" = Option<String>, Query, description = "Only this entity"),
+        ("node_id" = Option<String>, Query, description = "Only conflicts met by this node (required with a node token: its own id)"),
+        ("unresolved" = Option<bool>, Query, description = "Only manual conflicts not resolved yet"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("before" = Option<String>, Query, description = "A conflict id: the page after it (older rows)"),
+    ),
+    responses((status = 200, description = "The conflicts", body = ConflictList)),
+    security(("admin_token" = []), ("node_token" = [])))]
 async fn list(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -67,6 +79,12 @@ async fn list(
     Ok(HttpResponse::Ok().json(ConflictList { conflicts }))
 }
 
+/// Resolves a manual conflict with new data, the stored losing version, or the server state.
+#[utoipa::path(post, path = "/api/sync/conflicts/{id}/resolve", operation_id = "resolve_conflict", tag = "conflicts",
+    params(("id" = String, Path, description = "The conflict (history row) id")),
+    request_body = ResolveRequest,
+    responses((status = 200, description = "The entity's new server version", body = EntityView)),
+    security(("admin_token" = [])))]
 async fn resolve(
     engine: web::Data<Engine>,
     req: HttpRequest,

@@ -10,7 +10,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{admin, blocking, limit_param, parse_json, read_body};
 use crate::engine::admin::entities::MAX_PAGE;
 use crate::engine::{Engine, EngineError};
-use starsync_protocol::api::EntityWrite;
+use starsync_protocol::api::{EntityPage, EntityTypeList, EntityView, EntityWrite};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/entity-types").route(web::get().to(types)))
@@ -32,6 +32,15 @@ struct ListQuery {
     limit: Option<String>,
 }
 
+/// One page of the entities of a type, by id (tombstones included).
+#[utoipa::path(get, path = "/api/sync/entities", operation_id = "list_entities", tag = "entities",
+    params(
+        ("entity_type" = String, Query, description = "The entity type"),
+        ("after" = Option<String>, Query, description = "The previous page's `next_after`"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+    ),
+    responses((status = 200, description = "One page", body = EntityPage)),
+    security(("admin_token" = [])))]
 async fn list(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -53,12 +62,20 @@ async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
+/// Every entity type the hub stores, sorted.
+#[utoipa::path(get, path = "/api/sync/entity-types", operation_id = "list_entity_types", tag = "entities",
+    responses((status = 200, description = "The entity types", body = EntityTypeList)),
+    security(("admin_token" = [])))]
 async fn types(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
     admin(&engine, &req).await?;
     let list = blocking(&engine, |e| e.list_entity_types()).await?;
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// One entity (a tombstone too, with `deleted: true`).
+#[utoipa::path(get, path = "/api/sync/entities/{entity_type}/{entity_uuid}", operation_id = "get_entity", tag = "entities",
+    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id (a lowercase hyphenated UUID)")), responses((status = 200, description = "The entity", body = EntityView)),
+    security(("admin_token" = [])))]
 async fn get(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -70,6 +87,11 @@ async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Writes a hub-authored version, sent to every node.
+#[utoipa::path(put, path = "/api/sync/entities/{entity_type}/{entity_uuid}", operation_id = "put_entity", tag = "entities",
+    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id (a lowercase hyphenated UUID)")), request_body = EntityWrite,
+    responses((status = 200, description = "The new version", body = EntityView)),
+    security(("admin_token" = [])))]
 async fn put(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -85,6 +107,10 @@ async fn put(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Deletes an entity (a tombstone sent to every node; deleting a tombstone changes nothing).
+#[utoipa::path(delete, path = "/api/sync/entities/{entity_type}/{entity_uuid}", operation_id = "delete_entity", tag = "entities",
+    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id (a lowercase hyphenated UUID)")), responses((status = 200, description = "The tombstone", body = EntityView)),
+    security(("admin_token" = [])))]
 async fn delete(
     engine: web::Data<Engine>,
     req: HttpRequest,

@@ -7,12 +7,39 @@
 //! the balancer sends it no traffic meanwhile.
 
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
 use starsync_protocol::ErrorCode;
 
 use crate::engine::Engine;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/health").route(web::get().to(health)));
+}
+
+/// The health answer: `{"status": "ok"}`, or `unavailable` with the error body's fields.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: HealthStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    Unavailable,
+}
+
+fn unavailable(error: ErrorCode, message: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(Health {
+        status: HealthStatus::Unavailable,
+        error: Some(error),
+        message: Some(message.to_string()),
+    })
 }
 
 /// What the health check found.
@@ -22,6 +49,12 @@ enum Found {
     WritesFail(String),
 }
 
+/// Whether this process can serve: it reaches its database, and its writes work.
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "meta",
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\"}`", body = Health),
+        (status = 503, description = "The database is unreachable (`database_unavailable`) or writes fail (`database_write_failed`)", body = Health),
+    ))]
 async fn health(engine: web::Data<Engine>) -> HttpResponse {
     let engine = engine.clone();
     let check = move || {
@@ -33,29 +66,25 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
         })
     };
     match web::block(check).await {
-        Ok(Ok(Found::Ok)) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
-        Ok(Ok(Found::WritesFail(since))) => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({
-                "status": "unavailable",
-                "error": ErrorCode::DatabaseWriteFailed,
-                "message": format!(
-                    "writes to the database fail (the last failed at {since}): a full disk or \
-                     a read-only database? Failed writes were rolled back; see the server log"
-                ),
-            }))
-        }
+        Ok(Ok(Found::Ok)) => HttpResponse::Ok().json(Health {
+            status: HealthStatus::Ok,
+            error: None,
+            message: None,
+        }),
+        Ok(Ok(Found::WritesFail(since))) => unavailable(
+            ErrorCode::DatabaseWriteFailed,
+            &format!(
+                "writes to the database fail (the last failed at {since}): a full disk or a \
+                 read-only database? Failed writes were rolled back; see the server log"
+            ),
+        ),
         Ok(Err::<_, crate::engine::EngineError>(e)) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({
-                "status": "unavailable",
-                "error": ErrorCode::DatabaseUnavailable,
-                "message": "this server cannot reach its database; see its log",
-            }))
+            unavailable(
+                ErrorCode::DatabaseUnavailable,
+                "this server cannot reach its database; see its log",
+            )
         }
-        Err(_) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "unavailable",
-            "error": ErrorCode::InternalError,
-            "message": "the health check could not run",
-        })),
+        Err(_) => unavailable(ErrorCode::InternalError, "the health check could not run"),
     }
 }

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod nodes;
+pub mod openapi;
 pub mod sync;
 
 use actix_web::web;
@@ -46,4 +47,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     conflicts::configure(cfg);
     entities::configure(cfg);
     dashboard::configure(cfg);
+    openapi::configure(cfg);
 }

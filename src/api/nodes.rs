@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::ApiResult;
 use super::extract::{admin, blocking};
 use crate::engine::Engine;
-use starsync_protocol::api::NodeList;
+use starsync_protocol::api::{NodeInfo, NodeList, TokenResponse};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/nodes").route(web::get().to(list)))
@@ -14,6 +14,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(super::resource("/api/sync/nodes/{id}/token").route(web::post().to(rotate)));
 }
 
+/// Every registered node (never a token).
+#[utoipa::path(get, path = "/api/sync/nodes", operation_id = "list_nodes", tag = "nodes",
+    responses((status = 200, description = "The nodes", body = NodeList)),
+    security(("admin_token" = [])))]
 async fn list(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
     admin(&engine, &req).await?;
     let nodes = blocking(&engine, |e| e.list_nodes()).await?;
@@ -35,6 +39,10 @@ async fn set_active(
     Ok(HttpResponse::Ok().json(node))
 }
 
+/// Disables a node: its token gets 401 until it is enabled again.
+#[utoipa::path(post, path = "/api/sync/nodes/{id}/disable", operation_id = "disable_node", tag = "nodes",
+    params(("id" = String, Path, description = "The node's id or code")), responses((status = 200, description = "The node", body = NodeInfo)),
+    security(("admin_token" = [])))]
 async fn disable(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -43,6 +51,10 @@ async fn disable(
     set_active(engine, req, path.into_inner(), false).await
 }
 
+/// Enables a disabled node.
+#[utoipa::path(post, path = "/api/sync/nodes/{id}/enable", operation_id = "enable_node", tag = "nodes",
+    params(("id" = String, Path, description = "The node's id or code")), responses((status = 200, description = "The node", body = NodeInfo)),
+    security(("admin_token" = [])))]
 async fn enable(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -51,6 +63,10 @@ async fn enable(
     set_active(engine, req, path.into_inner(), true).await
 }
 
+/// Issues a new token for a node; the old one stops working at once.
+#[utoipa::path(post, path = "/api/sync/nodes/{id}/token", operation_id = "rotate_node_token", tag = "nodes",
+    params(("id" = String, Path, description = "The node's id or code")), responses((status = 200, description = "The new token, shown only here", body = TokenResponse)),
+    security(("admin_token" = [])))]
 async fn rotate(
     engine: web::Data<Engine>,
     req: HttpRequest,

@@ -12,7 +12,9 @@ use super::budget::{
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, content_length, parse_json, read_body};
 use crate::engine::{Engine, EngineError, EngineResult, ExchangeOutcome};
-use starsync_protocol::api::{ExchangeResponse, RegisterRequest};
+use starsync_protocol::api::{
+    ExchangeRequest, ExchangeResponse, NodeStatus, RegisterRequest, RegisterResponse, ServerStatus,
+};
 use starsync_protocol::codec::{self, decode_hex_packet_sized};
 use starsync_protocol::Packet;
 
@@ -23,6 +25,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(super::resource("/api/sync/status/{node_id}").route(web::get().to(node_status)));
 }
 
+/// Registers a node and shows its token (once).
+#[utoipa::path(post, path = "/api/sync/register", operation_id = "register", tag = "sync",
+    description = "Needs the admin token unless the server runs with open registration.",
+    request_body = RegisterRequest,
+    responses((status = 201, description = "The node is registered; `auth_token` is shown only here", body = RegisterResponse)),
+    security(("admin_token" = []), ()))]
 async fn register(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -47,7 +55,11 @@ async fn register(
 
 /// `POST /api/sync/exchange`: decode, apply, answer — each stage within the memory budget
 /// ([`MemoryBudget`]), so many large exchanges at once wait their turn instead of exhausting
-/// memory.
+/// memory. Applies a node's packet and answers the server's packet for it (PROTOCOL §3, §6).
+#[utoipa::path(post, path = "/api/sync/exchange", operation_id = "exchange", tag = "sync",
+    request_body = ExchangeRequest,
+    responses((status = 200, description = "The packet was accepted (applied or a duplicate); rejected changes are listed in `errors`", body = ExchangeResponse)),
+    security(("node_token" = [])))]
 async fn exchange(
     engine: web::Data<Engine>,
     budget: web::Data<MemoryBudget>,
@@ -214,6 +226,11 @@ impl MessageBody for AnswerBody {
     }
 }
 
+/// One node's counters, as the server sees them.
+#[utoipa::path(get, path = "/api/sync/status/{node_id}", operation_id = "node_status", tag = "sync",
+    params(("node_id" = String, Path, description = "The node's id (or its code, for the admin)")),
+    responses((status = 200, description = "The node's status", body = NodeStatus)),
+    security(("admin_token" = []), ("node_token" = [])))]
 async fn node_status(
     engine: web::Data<Engine>,
     req: HttpRequest,
@@ -229,6 +246,10 @@ async fn node_status(
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// Hub statistics.
+#[utoipa::path(get, path = "/api/sync/status", operation_id = "server_status", tag = "sync",
+    responses((status = 200, description = "Hub statistics", body = ServerStatus)),
+    security(("admin_token" = [])))]
 async fn server_status(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpResponse> {
     admin(&engine, &req).await?;
     let status = blocking(&engine, |e| e.server_status()).await?;

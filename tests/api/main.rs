@@ -23,6 +23,7 @@ mod node_cli;
 mod node_e2e;
 mod node_faults;
 mod node_offline;
+mod openapi;
 mod pending_counts;
 mod slow_bodies;
 mod smoke;

@@ -8,6 +8,7 @@ use crate::vocab::{ErrorCode, RejectReason, Resolution, Strategy};
 
 /// Every error body: a machine-readable code and a sentence for humans.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorCode,
     pub message: String,
@@ -17,6 +18,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     pub code: String,
     #[serde(default)]
@@ -26,6 +28,7 @@ pub struct RegisterRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     pub node_id: String,
     pub auth_token: String,
@@ -35,12 +38,14 @@ pub struct RegisterResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExchangeRequest {
     pub packet_data: String,
 }
 
 /// A change the server rejected (not retried by the node).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeError {
     pub change_id: String,
     pub entity_type: String,
@@ -55,6 +60,7 @@ pub struct ChangeError {
 
 /// A conflict detected while applying a node's change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConflictReport {
     pub conflict_id: String,
     pub entity_type: String,
@@ -69,6 +75,7 @@ pub struct ConflictReport {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExchangeResponse {
     pub success: bool,
     pub duplicate: bool,
@@ -82,6 +89,7 @@ pub struct ExchangeResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStatus {
     pub node_id: String,
     pub node_code: String,
@@ -97,6 +105,7 @@ pub struct NodeStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingCount {
     pub code: String,
     pub pending_changes: i64,
@@ -104,6 +113,7 @@ pub struct PendingCount {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerStatus {
     pub total_nodes: i64,
     pub server_node_id: String,
@@ -119,6 +129,7 @@ pub struct ServerStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {
     pub node_id: String,
     pub code: String,
@@ -132,11 +143,13 @@ pub struct NodeInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     pub node_id: String,
     pub auth_token: String,
@@ -144,6 +157,7 @@ pub struct TokenResponse {
 
 /// One `object_version_history` row as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConflictRow {
     pub id: String,
     pub entity_type: String,
@@ -164,12 +178,14 @@ pub struct ConflictRow {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConflictList {
     pub conflicts: Vec<ConflictRow>,
 }
 
 /// Body of `POST /api/sync/conflicts/{id}/resolve`: exactly one of `data` or `use`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResolveRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<EntityData>,
@@ -179,6 +195,7 @@ pub struct ResolveRequest {
 
 /// An entity as the admin API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntityView {
     pub entity_type: String,
     pub entity_uuid: String,
@@ -193,6 +210,7 @@ pub struct EntityView {
 
 /// Body of the admin entity write `PUT /api/sync/entities/{type}/{uuid}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntityWrite {
     /// Kept as the text the admin sent, so numbers reach the nodes exactly as written.
     pub data: EntityData,
@@ -201,6 +219,7 @@ pub struct EntityWrite {
 /// One page of `GET /api/sync/entities?entity_type=…&after=…&limit=…`, ordered by entity id.
 /// Tombstones are included (with `deleted: true`): they are part of what nodes receive.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntityPage {
     pub entities: Vec<EntityView>,
     /// The `after` that fetches the next page; `null` on the last page.
@@ -209,6 +228,7 @@ pub struct EntityPage {
 
 /// `GET /api/sync/entity-types`: every type the hub stores (tombstones count), sorted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntityTypeList {
     pub entity_types: Vec<String>,
 }

@@ -56,7 +56,34 @@ macro_rules! wire_enum {
                 s.serialize_str(self.as_str())
             }
         }
+
+        /// A string enum of the wire names, so the API description lists every value.
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                string_enum(Self::ALL.iter().map(|v| v.as_str().to_string()))
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
     };
+}
+
+/// The schema of a string restricted to `values`.
+#[cfg(feature = "openapi")]
+fn string_enum(
+    values: impl Iterator<Item = String>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .into()
 }
 
 /// A wire name that is not part of the vocabulary.
@@ -224,6 +251,26 @@ impl FromStr for Resolution {
 impl Serialize for Resolution {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// Every `<strategy>:<winner>` pair, as an enum of strings.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Resolution {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_enum(
+            Strategy::ALL
+                .iter()
+                .flat_map(|s| Winner::ALL.iter().map(move |w| Resolution::new(*s, *w)))
+                .map(|r| r.to_string()),
+        )
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Resolution {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Resolution")
     }
 }
 
