@@ -4,6 +4,7 @@
 //! The rules on text and on `data` are also used by every other way in (registration, admin
 //! entity writes, conflict resolution), so each rule is written once, here.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -59,7 +60,10 @@ impl ClockRule {
     pub fn now(max_ahead_secs: u64) -> ClockRule {
         ClockRule {
             now: Utc::now(),
-            max_ahead: TimeDelta::seconds(i64::try_from(max_ahead_secs).unwrap_or(i64::MAX / 1000)),
+            max_ahead: i64::try_from(max_ahead_secs)
+                .ok()
+                .and_then(TimeDelta::try_seconds)
+                .unwrap_or(TimeDelta::MAX),
         }
     }
 }
@@ -238,15 +242,50 @@ impl<'de> Visitor<'de> for Level {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         use serde::de::Error;
         self.enter()?;
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
+        // Keys are borrowed from the text when they hold no escape. Small objects (most) are
+        // checked for repeats by a scan, larger ones through a set: no allocation per key.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(Key)? {
             map.next_value_seed(Level(self.0 + 1))?;
+            let repeated = if many.is_empty() && few.len() < 16 {
+                let seen = few.contains(&key);
+                few.push(key);
+                seen
+            } else {
+                many.extend(few.drain(..));
+                !many.insert(key)
+            };
             // The key itself is not echoed (it may be huge); the error's position points at it.
-            if !keys.insert(key) {
+            if repeated {
                 return Err(A::Error::custom("a key appears twice in one object"));
             }
         }
         Ok(())
+    }
+}
+
+/// An object key, borrowed from the text when possible.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
     }
 }
 
@@ -300,6 +339,11 @@ mod tests {
             let e = validate_data(&bad).unwrap_err();
             assert!(e.starts_with("data cannot be stored as written"), "{e}");
         }
+        // A repeat spelled with an escape, and one in a large object, are found too.
+        assert!(validate_data(r#"{"a":1,"\u0061":2}"#).is_err());
+        let keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        assert!(validate_data(&format!("{{{}}}", keys.join(","))).is_ok());
+        assert!(validate_data(&format!("{{{},\"k3\":0}}", keys.join(","))).is_err());
         let deep = validate_data(&nested(1000)).unwrap_err();
         assert!(deep.contains("64 levels"), "{deep}");
     }
@@ -339,6 +383,9 @@ mod tests {
             let e = validate_change(&change(bad), &clock).unwrap_err();
             assert_eq!(e.reason, RejectReason::InvalidUpdatedAt, "{bad:?}");
         }
+        // An absurd bound does not overflow: it means "no bound".
+        let open = ClockRule::now(u64::MAX);
+        assert!(validate_change(&change("9999-12-31T23:59:59Z"), &open).is_ok());
     }
 
     fn parse(s: &str) -> DateTime<Utc> {
