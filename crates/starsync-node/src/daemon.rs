@@ -116,8 +116,9 @@ impl Node {
                 return Ok(());
             }
             let now = Instant::now();
-            let mut due =
-                now >= next_due || self.inner.sync_requested.swap(false, Ordering::SeqCst);
+            // Always taken, so a request made while a sync was due anyway is not served twice.
+            let requested = self.inner.sync_requested.swap(false, Ordering::SeqCst);
+            let mut due = now >= next_due || requested;
             if !due && failures == 0 {
                 if *self.inner.writes.lock() != seen_writes {
                     due = true;
