@@ -43,7 +43,15 @@ pip install --force-reinstall "$wheel"
 
 echo "== pytest"
 status=0
+# A test that hangs (a deadlock) ends the run after STARSYNC_PYTEST_TIMEOUT seconds (120) with
+# every thread's stack in this log.
+export STARSYNC_PYTEST_HANG_LOG="$venv/hang.log"
 # From the repo root, so `import starsync` finds the installed wheel, not python/ sources.
 "$venv/bin/python" -m pytest -p no:cacheprovider crates/starsync-python/tests "$@" || status=$?
+if [ -s "$STARSYNC_PYTEST_HANG_LOG" ]; then
+  echo "== a test hung; stacks:"
+  cat "$STARSYNC_PYTEST_HANG_LOG"
+  echo "0 passed, 1 failed"
+fi
 echo "== python package: $((SECONDS - started)) s in all"
 exit "$status"

@@ -23,7 +23,7 @@ import starsync
 ADMIN = "test-admin-token-0123456789abcdef"
 #: Longest a test may take before its threads' stacks are dumped and the run ends (a deadlock
 #: must fail CI, not hang it).
-TEST_TIMEOUT = float(os.environ.get("STARSYNC_PYTEST_TIMEOUT", "180"))
+TEST_TIMEOUT = float(os.environ.get("STARSYNC_PYTEST_TIMEOUT", "120"))
 
 
 def _binary(var: str) -> str:
@@ -36,11 +36,23 @@ def _binary(var: str) -> str:
     return path
 
 
+#: Where the stacks of a hung run go: pytest captures this process's stderr, and a deadlock
+#: that holds the GIL leaves pytest no chance to print it (run-tests.sh prints this file).
+HANG_LOG = os.environ.get("STARSYNC_PYTEST_HANG_LOG")
+
+
 @pytest.fixture(autouse=True)
-def _deadlock_guard():
-    faulthandler.dump_traceback_later(TEST_TIMEOUT, exit=True)
+def _deadlock_guard(request):
+    log = open(HANG_LOG, "a") if HANG_LOG else sys.__stderr__
+    if HANG_LOG:
+        log.write(f"{request.node.nodeid} hung for {TEST_TIMEOUT:.0f}s:\n")
+        log.flush()
+    faulthandler.dump_traceback_later(TEST_TIMEOUT, exit=True, file=log)
     yield
     faulthandler.cancel_dump_traceback_later()
+    if HANG_LOG:
+        log.close()
+        os.truncate(HANG_LOG, 0)
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -20,7 +20,7 @@ def test_pyside6_example_forwards_callbacks_to_qt_signals(make_node, server):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "synced: sent 1, received 0" in out.stdout, out.stdout + out.stderr

@@ -111,10 +111,13 @@ def test_sync_now_does_not_wait_for_the_backoff(server, make_node, recorder):
         a.create("Memo", {"n": 1})
         recorder.wait(lambda r: len(r.of("failed")) >= 3, timeout=30, what="three failures")
         server.start()
+        completed = len(recorder.of("completed"))
         asked = time.monotonic()
         service.sync_now()
-        recorder.wait(lambda r: statuses(r)[-1] == "online", timeout=10, what="online")
+        recorder.wait(lambda r: len(r.of("completed")) > completed, timeout=10, what="a sync")
         assert time.monotonic() - asked < 2.5, "synced by sync_now, not by the 4 s backoff"
+        assert recorder.of("completed")[-1]["sent"] == 1
+        assert statuses(recorder)[-1] == "online"
     finally:
         service.stop()
 
