@@ -12,11 +12,12 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 started=$SECONDS
 python="${PYTHON:-python3}"
+phase() { echo "== $* (at $((SECONDS - started)) s)"; }
 
 venv="$(mktemp -d "${TMPDIR:-/tmp}/starsync-python-venv.XXXXXX")"
 trap 'rm -rf "$venv"' EXIT
 
-echo "== python venv ($("$python" --version 2>&1)) in $venv"
+phase "python venv ($("$python" --version 2>&1)) in $venv"
 "$python" -m venv "$venv"
 pip() { "$venv/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install "maturin>=1.7,<2" "pytest>=7"
@@ -25,14 +26,14 @@ if [ "${STARSYNC_PYTHON_QT:-1}" != 0 ]; then
   pip install PySide6-Essentials
 fi
 
-echo "== server and node CLI binaries"
+phase "server and node CLI binaries"
 cargo build --locked -p starsync --bin starsync -p starsync-node-cli --bin starsync-node
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
   "$python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 export STARSYNC_BIN="$target_dir/debug/starsync"
 export STARSYNC_NODE_BIN="$target_dir/debug/starsync-node"
 
-echo "== wheel"
+phase "wheel"
 # The release profile keeps line tables for the server's backtraces; the wheel strips them
 # anyway, so do not spend time generating them.
 CARGO_PROFILE_RELEASE_DEBUG=0 "$venv/bin/maturin" build --locked --release \
@@ -41,7 +42,7 @@ wheel="$(ls "$venv"/wheels/starsync-*.whl)"
 echo "built $(basename "$wheel"): $(du -k "$wheel" | cut -f1) KiB"
 pip install --force-reinstall "$wheel"
 
-echo "== pytest"
+phase "pytest"
 status=0
 # A test that hangs (a deadlock) ends the run after STARSYNC_PYTEST_TIMEOUT seconds (120) with
 # every thread's stack in this log.
