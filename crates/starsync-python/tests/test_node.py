@@ -226,6 +226,6 @@ def test_the_gil_is_released_while_a_node_waits_for_the_network(tmp_path, make_n
         assert waited >= 0.9
         # Holding the GIL for the whole wait would have frozen this thread (a handful of
         # ticks); released, it ticks about every 10 ms.
-        assert ticks >= waited * 20, f"{ticks} ticks in {waited:.2f}s"
+        assert ticks >= waited * 10, f"{ticks} ticks in {waited:.2f}s"
     finally:
         hole.close()
