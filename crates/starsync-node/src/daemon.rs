@@ -97,8 +97,8 @@ impl Node {
     }
 
     /// Syncs until [`Node::request_stop`] is called: at start, every `interval`, right after a
-    /// local write made through this handle (or a clone), and soon after changes another process
-    /// queued. Failures back off exponentially (capped); while the server is unreachable a
+    /// local write made through this handle (or a clone), at once after [`Node::request_sync`],
+    /// and soon after changes another process queued. Failures back off exponentially (capped); while the server is unreachable a
     /// cheap probe notices when it answers again. Returns when stopped.
     pub fn run_daemon(
         &self,
@@ -116,7 +116,9 @@ impl Node {
                 return Ok(());
             }
             let now = Instant::now();
-            let mut due = now >= next_due;
+            // Always taken, so a request made while a sync was due anyway is not served twice.
+            let requested = self.inner.sync_requested.swap(false, Ordering::SeqCst);
+            let mut due = now >= next_due || requested;
             if !due && failures == 0 {
                 if *self.inner.writes.lock() != seen_writes {
                     due = true;
@@ -167,9 +169,101 @@ impl Node {
                 wake_at = wake_at.min(last_probe + opts.probe_interval);
             }
             let mut guard = self.inner.writes.lock();
-            if *guard == seen_writes && !self.inner.stop.load(Ordering::SeqCst) {
+            if *guard == seen_writes
+                && !self.inner.stop.load(Ordering::SeqCst)
+                && !self.inner.sync_requested.load(Ordering::SeqCst)
+            {
                 self.inner.wake.wait_until(&mut guard, wake_at);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use starsync_protocol::api::{
+        ConflictList, ExchangeRequest, ExchangeResponse, NodeStatus, RegisterRequest,
+        RegisterResponse, ServerStatus,
+    };
+
+    use super::*;
+    use crate::{InitOptions, NodeOptions, Transport, TransportError};
+
+    /// A server that registers nodes, then is never reachable again; counts exchange attempts.
+    #[derive(Default)]
+    struct Down {
+        exchanges: AtomicUsize,
+    }
+
+    impl Transport for Down {
+        fn register(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: &RegisterRequest,
+        ) -> Result<RegisterResponse, TransportError> {
+            Ok(RegisterResponse {
+                node_id: "node-1".into(),
+                auth_token: "token".into(),
+                server_node_id: "server-1".into(),
+                server_version: "test".into(),
+                schema_version: "1.0.0".into(),
+            })
+        }
+        fn exchange(
+            &self,
+            _: &str,
+            _: &str,
+            _: &ExchangeRequest,
+        ) -> Result<ExchangeResponse, TransportError> {
+            self.exchanges.fetch_add(1, Ordering::SeqCst);
+            Err(TransportError::Network("connection refused".into()))
+        }
+        fn node_status(&self, _: &str, _: &str, _: &str) -> Result<NodeStatus, TransportError> {
+            Err(TransportError::Network("down".into()))
+        }
+        fn server_status(&self, _: &str, _: &str) -> Result<ServerStatus, TransportError> {
+            Err(TransportError::Network("down".into()))
+        }
+        fn conflicts(&self, _: &str, _: &str, _: &str) -> Result<ConflictList, TransportError> {
+            Err(TransportError::Network("down".into()))
+        }
+        fn health(&self, _: &str) -> Result<(), TransportError> {
+            Err(TransportError::Network("down".into()))
+        }
+    }
+
+    #[test]
+    fn request_sync_cuts_a_backoff_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = Arc::new(Down::default());
+        let mut opts = InitOptions::register("http://127.0.0.1:9", "A");
+        opts.max_retries = 0;
+        let node =
+            Node::init_with(dir.path(), opts, Some(down.clone()), NodeOptions::default()).unwrap();
+        // Backoff and interval far longer than the test: only request_sync can cause a retry.
+        let handle = node.spawn_daemon(DaemonOptions {
+            interval: Duration::from_secs(3600),
+            backoff_base: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(3600),
+            probe_interval: Duration::from_secs(3600),
+            poll_interval: Duration::from_millis(20),
+        });
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while down.exchanges.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "no exchange attempt number {n}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for(1);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(down.exchanges.load(Ordering::SeqCst), 1, "backing off");
+        node.request_sync();
+        wait_for(2);
+        handle.stop().unwrap();
     }
 }

@@ -79,6 +79,8 @@ struct Inner {
     writes: Mutex<u64>,
     wake: Condvar,
     stop: AtomicBool,
+    /// Set by [`Node::request_sync`]: the daemon syncs at once, even while backing off.
+    sync_requested: AtomicBool,
 }
 
 impl Node {
@@ -132,6 +134,7 @@ impl Node {
                 writes: Mutex::new(0),
                 wake: Condvar::new(),
                 stop: AtomicBool::new(false),
+                sync_requested: AtomicBool::new(false),
             }),
         }
     }
@@ -415,6 +418,15 @@ impl Node {
     /// during a retry wait). Everything already done stays done.
     pub fn request_stop(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
+        let _guard = self.inner.writes.lock();
+        self.inner.wake.notify_all();
+    }
+
+    /// Asks a running daemon to sync at once, even while it backs off from an unreachable
+    /// server (a UI's "sync now" button: the user knows the network is back before the probe
+    /// does). Without a daemon the request waits for the next one to start.
+    pub fn request_sync(&self) {
+        self.inner.sync_requested.store(true, Ordering::SeqCst);
         let _guard = self.inner.writes.lock();
         self.inner.wake.notify_all();
     }

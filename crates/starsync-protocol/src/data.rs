@@ -106,6 +106,22 @@ impl From<Box<RawValue>> for EntityData {
     }
 }
 
+/// In the API description, entity data is any JSON object (kept exactly as written).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for EntityData {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .description(Some(
+                "An entity's data: a JSON object, kept exactly as its author wrote it",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for EntityData {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,19 +157,3 @@ mod tests {
         assert!(v.data.is_none());
     }
 }
-
-/// In the API description, entity data is any JSON object (kept exactly as written).
-#[cfg(feature = "openapi")]
-impl utoipa::PartialSchema for EntityData {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Object)
-            .description(Some(
-                "An entity's data: a JSON object, kept exactly as its author wrote it",
-            ))
-            .into()
-    }
-}
-
-#[cfg(feature = "openapi")]
-impl utoipa::ToSchema for EntityData {}
