@@ -25,3 +25,4 @@ mod pending_counts;
 mod slow_bodies;
 mod smoke;
 mod startup;
+mod tls;
