@@ -69,6 +69,12 @@ pub struct ServerSettings {
     /// Most open client connections (all workers together); more wait in the listen backlog.
     /// Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
+    /// PEM certificate chain (leaf first) for HTTPS; empty: plain HTTP. Set with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`. Both files are read again on SIGHUP.
+    #[serde(default)]
+    pub tls_key: String,
 }
 
 fn default_max_entity_bytes() -> usize {
@@ -286,6 +292,12 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_BODY_MIN_BYTES_PER_SEC") {
             self.server.body_min_bytes_per_sec = num("STARSYNC_BODY_MIN_BYTES_PER_SEC", v)?;
         }
+        if let Some(v) = get(env, "STARSYNC_TLS_CERT") {
+            self.server.tls_cert = v.clone();
+        }
+        if let Some(v) = get(env, "STARSYNC_TLS_KEY") {
+            self.server.tls_key = v.clone();
+        }
         if let Some(v) = get(env, "STARSYNC_MAX_CONNECTIONS") {
             self.server.max_connections = num("STARSYNC_MAX_CONNECTIONS", v)?;
         }
@@ -341,6 +353,17 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "server.max_inflight_bytes (STARSYNC_MAX_INFLIGHT_BYTES) must be at least 1048576 \
                  (1 MiB)"
+                    .into(),
+            ));
+        }
+        let (cert, key) = (
+            self.server.tls_cert.trim().is_empty(),
+            self.server.tls_key.trim().is_empty(),
+        );
+        if cert != key {
+            return Err(ConfigError::Invalid(
+                "HTTPS needs both a certificate and its key: set both STARSYNC_TLS_CERT and \
+                 STARSYNC_TLS_KEY (server.tls_cert and server.tls_key), or neither for plain HTTP"
                     .into(),
             ));
         }
@@ -404,6 +427,15 @@ impl Settings {
             0 => self.server.max_packet_bytes / 2,
             n => n,
         }
+    }
+
+    /// The certificate and key files when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        let (cert, key) = (self.server.tls_cert.trim(), self.server.tls_key.trim());
+        (!cert.is_empty() && !key.is_empty()).then(|| crate::tls::TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })
     }
 
     /// The database URL in force: the configured one, or the SQLite file under `data_dir`.
@@ -579,6 +611,24 @@ mod tests {
         assert!(err.to_string().contains("at least 1024"), "{err}");
         let err = load_env(&[("STARSYNC_MAX_INFLIGHT_BYTES", "1000")]).unwrap_err();
         assert!(err.to_string().contains("max_inflight_bytes"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        let mut env = HashMap::new();
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert!(s.tls_files().is_none());
+        env.insert("STARSYNC_TLS_CERT".into(), "/etc/starsync/cert.pem".into());
+        let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("STARSYNC_TLS_CERT") && text.contains("STARSYNC_TLS_KEY"),
+            "{text}"
+        );
+        env.insert("STARSYNC_TLS_KEY".into(), "/etc/starsync/key.pem".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        let files = s.tls_files().unwrap();
+        assert_eq!(files.key, PathBuf::from("/etc/starsync/key.pem"));
     }
 
     #[test]

@@ -13,3 +13,4 @@ pub mod config;
 pub mod engine;
 pub mod startup;
 pub mod store;
+pub mod tls;

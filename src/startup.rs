@@ -13,6 +13,7 @@ use crate::api;
 use crate::api::extract::BodyDeadline;
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::tls::ReloadableCert;
 use starsync_protocol::api::ErrorBody;
 use starsync_protocol::ErrorCode;
 
@@ -28,6 +29,10 @@ pub enum StartupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[from] rustls::Error),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
@@ -45,6 +50,8 @@ pub struct Application {
     /// Open connections served at once (`server.max_connections`, lowered to fit the open-file
     /// limit).
     pub max_connections: usize,
+    /// The served certificate when the server speaks HTTPS (`reload` it on SIGHUP).
+    pub tls: Option<Arc<ReloadableCert>>,
 }
 
 /// Where the admin token came from (for the start-up log; never the token itself).
@@ -68,6 +75,8 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
     ) -> Result<Application, StartupError> {
+        // Before the database: a wrong certificate path should not first create a database.
+        let tls = settings.tls_files().map(ReloadableCert::open).transpose()?;
         let (admin_token, admin_token_source) = resolve_admin_token(&settings)?;
         let settings = Arc::new(settings);
         let engine = {
@@ -108,8 +117,11 @@ impl Application {
         .max_connections(per_worker)
         .keep_alive(KEEP_ALIVE)
         .client_request_timeout(HEAD_TIMEOUT)
-        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-        .listen(listener)?
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT);
+        let server = match &tls {
+            Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Application {
             port,
@@ -117,6 +129,7 @@ impl Application {
             engine,
             admin_token_source,
             max_connections,
+            tls,
         })
     }
 
@@ -127,6 +140,40 @@ impl Application {
     /// A handle that can stop the server gracefully.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
+    }
+
+    /// "https" or "http", for the URLs the start-up log prints.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Reads the certificate files again whenever the process gets SIGHUP (a renewal tool's
+    /// usual signal), for as long as the server runs. A bad new certificate is logged and the
+    /// old one kept. Call from inside the server's runtime; without TLS it does nothing.
+    pub fn reload_certificate_on_sighup(&self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        if let Some(cert) = self.tls.clone() {
+            use actix_web::rt::signal::unix::{signal, SignalKind};
+            let mut hangups = signal(SignalKind::hangup())?;
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    match cert.reload() {
+                        Ok(()) => tracing::info!(
+                            cert = %cert.files().cert.display(),
+                            "SIGHUP: TLS certificate reloaded; new connections use it"
+                        ),
+                        Err(e) => tracing::error!(
+                            "SIGHUP: keeping the certificate in use, the new one is unusable: {e}"
+                        ),
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -88,6 +88,9 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
                               (default 600)
   STARSYNC_MAX_CONNECTIONS    most open connections (default 25000; lowered to fit the open-file
                               limit)
+  STARSYNC_TLS_CERT           PEM certificate chain: serve HTTPS (with STARSYNC_TLS_KEY); SIGHUP
+                              reloads both files without a restart
+  STARSYNC_TLS_KEY            PEM private key of STARSYNC_TLS_CERT
   RUST_LOG                    log filter (default info)";
 
 /// Entry point of the binary.
@@ -194,10 +197,11 @@ fn startup_warnings(settings: &Settings) -> Vec<String> {
             .parse::<std::net::IpAddr>()
             .map(|ip| ip.is_loopback())
             .unwrap_or(false);
-    if !loopback {
+    if !loopback && settings.tls_files().is_none() {
         out.push(format!(
             "serving plain HTTP on {bind}: node tokens and data cross the network unencrypted; \
-             put a TLS-terminating proxy in front (README: Reverse proxy and TLS)"
+             set STARSYNC_TLS_CERT and STARSYNC_TLS_KEY, or put a TLS-terminating proxy in front \
+             (README: Reverse proxy and TLS)"
         ));
     }
     if settings.server.open_registration {
@@ -216,6 +220,14 @@ fn serve(settings: Settings) -> CliResult {
     actix_web::rt::System::new().block_on(async move {
         let db = crate::store::redact_url(&settings.database_url());
         let app = Application::build(settings).await?;
+        app.reload_certificate_on_sighup()?;
+        if let Some(cert) = &app.tls {
+            tracing::info!(
+                cert = %cert.files().cert.display(),
+                key = %cert.files().key.display(),
+                "HTTPS with rustls; SIGHUP reloads the certificate"
+            );
+        }
         match &app.admin_token_source {
             AdminTokenSource::Configured => {
                 tracing::info!("admin token: from configuration (STARSYNC_ADMIN_TOKEN)")
@@ -244,7 +256,8 @@ fn serve(settings: Settings) -> CliResult {
             database = %db,
             server_node_id = %app.engine.server_node_id(),
             open_registration = app.engine.settings().server.open_registration,
-            "starsync listening on http://{}:{}",
+            "starsync listening on {}://{}:{}",
+            app.scheme(),
             app.engine.settings().server.bind.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1"),
             app.port()
         );

@@ -28,3 +28,4 @@ mod pending_counts;
 mod slow_bodies;
 mod smoke;
 mod startup;
+mod tls;

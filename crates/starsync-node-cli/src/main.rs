@@ -106,6 +106,7 @@ fn kind(e: &NodeError) -> &'static str {
     match e {
         NodeError::Unreachable { .. } => "unreachable",
         NodeError::Rejected { .. } => "rejected",
+        NodeError::Certificate { .. } => "certificate",
         NodeError::NotInitialized { .. } => "not_initialized",
         NodeError::NotFound(_) => "not_found",
         NodeError::Invalid(_) | NodeError::AlreadyInitialized { .. } => "invalid",
@@ -123,6 +124,10 @@ fn advice(e: &NodeError, registering: bool) -> Option<String> {
             .into(),
         NodeError::AlreadyInitialized { .. } => "use another --data-dir, or `init --force` to \
             discard it (unsynced changes are lost)"
+            .into(),
+        NodeError::Certificate { .. } => "if the server's certificate comes from a private CA, \
+            give its CA certificate with `starsync-node config ca_cert FILE` (or `init --ca-cert \
+            FILE`); otherwise check the server's certificate (host name, expiry)"
             .into(),
         NodeError::Rejected { code, .. } => match code {
             ErrorCode::Unauthorized if registering => "registration needs the admin token \
@@ -152,6 +157,7 @@ fn exit_code(e: &NodeError) -> u8 {
     match e {
         NodeError::Unreachable { .. } => 2,
         NodeError::Rejected { .. } => 3,
+        // A certificate error included: a configuration problem, not "retry later".
         _ => 1,
     }
 }

@@ -21,6 +21,10 @@ pub enum NodeError {
         "server {url} is unreachable: {message} (nothing is lost; sync again when it is back)"
     )]
     Unreachable { url: String, message: String },
+    /// The server's TLS certificate is not trusted (unknown CA, wrong name, expired): a
+    /// configuration problem that waiting does not fix, so not retryable.
+    #[error("the TLS certificate of {url} is not trusted: {message}")]
+    Certificate { url: String, message: String },
     #[error("the server refused: {message} ({status} {code})")]
     Rejected {
         status: u16,

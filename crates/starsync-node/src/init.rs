@@ -48,8 +48,20 @@ impl Node {
                 }
             }
         }
-        let transport = transport.unwrap_or_else(|| http_transport(opts.packet_timeout));
+        let ca_cert = opts
+            .ca_cert
+            .as_deref()
+            .map(crate::transport::checked_ca_path)
+            .transpose()?;
+        let transport = match transport {
+            Some(t) => t,
+            None => http_transport(opts.packet_timeout, ca_cert.as_deref())?,
+        };
         let unreachable = |e: TransportError| match e {
+            TransportError::Certificate(m) => NodeError::Certificate {
+                url: server_url.clone(),
+                message: m,
+            },
             TransportError::Network(m) => NodeError::Unreachable {
                 url: server_url.clone(),
                 message: m,
@@ -89,6 +101,7 @@ impl Node {
                     batch_size: opts.batch_size,
                     max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
                     created_at: now,
+                    ca_cert: ca_cert.clone(),
                 };
                 (cfg, 0, 0)
             }
@@ -129,6 +142,7 @@ impl Node {
                     batch_size: opts.batch_size,
                     max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
                     created_at: now,
+                    ca_cert: ca_cert.clone(),
                 };
                 (cfg, status.received_packet_no, status.acked_packet_no)
             }

@@ -112,7 +112,10 @@ impl Node {
         let cfg = store
             .config()?
             .ok_or_else(|| NodeError::NotInitialized { dir: dir.clone() })?;
-        let transport = transport.unwrap_or_else(|| http_transport(cfg.packet_timeout));
+        let transport = match transport {
+            Some(t) => t,
+            None => http_transport(cfg.packet_timeout, cfg.ca_cert.as_deref())?,
+        };
         Ok(Self::from_parts(dir, store, transport, options))
     }
 
@@ -169,13 +172,16 @@ impl Node {
             batch_size: c.batch_size,
             max_packet_bytes: c.max_packet_bytes,
             created_at: c.created_at,
+            ca_cert: c.ca_cert,
         })
     }
 
     /// Changes one stored setting: `server_url`, `packet_timeout`, `max_retries`,
     /// `batch_size`, `max_packet_bytes`, `schema_version`, `name`, or `token` (the node token
     /// after an admin rotated it: local data, the outbox and stored packets are kept, unlike a
-    /// new `init`). A new timeout applies the next time the node is opened.
+    /// new `init`), or `ca_cert` (a PEM file of the private CA to trust instead of the public
+    /// roots; empty: the public roots again). A new timeout or CA applies the next time the node
+    /// is opened.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<NodeInfo, NodeError> {
         let mut c = self.config()?;
         let num = |min: i64| -> Result<i64, NodeError> {
@@ -194,6 +200,12 @@ impl Node {
             "max_packet_bytes" => c.max_packet_bytes = num(1024)?,
             "schema_version" => c.schema_version = value.trim().to_string(),
             "name" => c.name = value.trim().to_string(),
+            "ca_cert" => {
+                c.ca_cert = match value.trim() {
+                    "" => None,
+                    path => Some(crate::transport::checked_ca_path(Path::new(path))?),
+                }
+            }
             "token" | "auth_token" => {
                 let token = value.trim();
                 if token.is_empty() || token.len() > 512 || !token.is_ascii() {
@@ -206,7 +218,7 @@ impl Node {
             _ => {
                 return Err(NodeError::Invalid(format!(
                     "unknown setting {key:?}; settings are server_url, packet_timeout, \
-                     max_retries, batch_size, max_packet_bytes, schema_version, name, token"
+                     max_retries, batch_size, max_packet_bytes, schema_version, name, token, ca_cert"
                 )))
             }
         }
@@ -441,10 +453,17 @@ impl Node {
     }
 }
 
-pub(crate) fn http_transport(packet_timeout: i64) -> Arc<dyn Transport> {
-    Arc::new(HttpTransport::new(Duration::from_secs(
-        packet_timeout.max(1) as u64,
-    )))
+/// The HTTP transport of a stored configuration: its timeout, and its private CA when one is
+/// set (read now, so a replaced CA file counts from the next open).
+pub(crate) fn http_transport(
+    packet_timeout: i64,
+    ca_cert: Option<&str>,
+) -> Result<Arc<dyn Transport>, NodeError> {
+    let timeout = Duration::from_secs(packet_timeout.max(1) as u64);
+    Ok(Arc::new(match ca_cert {
+        Some(path) => HttpTransport::with_ca_cert(timeout, Path::new(path))?,
+        None => HttpTransport::new(timeout),
+    }))
 }
 
 fn check_key(entity_type: &str, entity_uuid: &str) -> Result<(), NodeError> {
@@ -458,6 +477,10 @@ fn check_key(entity_type: &str, entity_uuid: &str) -> Result<(), NodeError> {
 pub(crate) fn transport_error(url: &str, e: TransportError) -> NodeError {
     match e {
         TransportError::Network(m) => NodeError::Unreachable {
+            url: url.to_string(),
+            message: m,
+        },
+        TransportError::Certificate(m) => NodeError::Certificate {
             url: url.to_string(),
             message: m,
         },

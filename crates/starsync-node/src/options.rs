@@ -1,5 +1,6 @@
 //! How a node is set up ([`InitOptions`]) and tuned ([`NodeOptions`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Defaults that match the server's `[sync]` section (config/default.toml).
@@ -28,6 +29,9 @@ pub struct InitOptions {
     pub batch_size: i64,
     /// Replace an existing node in the same directory (its unsynced changes are lost).
     pub force: bool,
+    /// A PEM file of the private CA that signed the server's certificate, trusted instead of
+    /// the public roots; stored (as an absolute path) so every later sync uses it.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl InitOptions {
@@ -46,11 +50,18 @@ impl InitOptions {
             max_retries: DEFAULT_MAX_RETRIES,
             batch_size: DEFAULT_BATCH_SIZE,
             force: false,
+            ca_cert: None,
         }
     }
 
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_string());
+        self
+    }
+
+    /// Trust this private CA (a PEM file) instead of the public roots.
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
         self
     }
 

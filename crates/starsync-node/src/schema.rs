@@ -16,6 +16,7 @@ diesel::table! {
         batch_size -> BigInt,
         max_packet_bytes -> BigInt,
         created_at -> Text,
+        ca_cert -> Nullable<Text>,
     }
 }
 

@@ -167,6 +167,13 @@ impl Node {
                         code: body.error,
                     })
                 }
+                // Retrying does not make a certificate trusted.
+                Err(TransportError::Certificate(m)) => {
+                    return Err(NodeError::Certificate {
+                        url: cfg.server_url.clone(),
+                        message: m,
+                    })
+                }
                 Err(TransportError::Network(m)) => {
                     attempt += 1;
                     if attempt as i64 > cfg.max_retries {

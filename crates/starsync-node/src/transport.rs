@@ -3,6 +3,8 @@
 //! server that moved to another port); [`HttpTransport`] is the real thing over `ureq`.
 
 use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use starsync_protocol::api::{
@@ -10,6 +12,8 @@ use starsync_protocol::api::{
     RegisterResponse, ServerStatus,
 };
 use starsync_protocol::ErrorCode;
+
+use crate::NodeError;
 
 /// Why a call did not produce an answer.
 #[derive(Debug, Clone)]
@@ -19,12 +23,15 @@ pub enum TransportError {
     Network(String),
     /// The server answered with an error body (4xx).
     Http { status: u16, body: ErrorBody },
+    /// The TLS handshake failed on the server's certificate (unknown CA, wrong host name,
+    /// expired). Not retried: a configuration problem (`--ca-cert`, the server's certificate).
+    Certificate(String),
 }
 
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TransportError::Network(m) => write!(f, "{m}"),
+            TransportError::Network(m) | TransportError::Certificate(m) => write!(f, "{m}"),
             TransportError::Http { status, body } => {
                 write!(f, "HTTP {status} {}: {}", body.error, body.message)
             }
@@ -87,12 +94,32 @@ impl HttpTransport {
     /// `timeout` bounds a whole call (connect, send, answer), like `sync.packet_timeout`.
     pub fn new(timeout: Duration) -> HttpTransport {
         HttpTransport {
-            agent: ureq::AgentBuilder::new()
-                .timeout(timeout)
-                .timeout_connect(timeout.min(Duration::from_secs(10)))
-                .user_agent(concat!("starsync-node/", env!("CARGO_PKG_VERSION")))
-                .build(),
+            agent: Self::builder(timeout).build(),
         }
+    }
+
+    /// Like [`HttpTransport::new`], trusting only the CA certificates in the PEM file at
+    /// `ca_cert` (a private CA replaces the public roots: a hub on a closed network should not
+    /// also accept any certificate a public CA issued for its name).
+    pub fn with_ca_cert(timeout: Duration, ca_cert: &Path) -> Result<HttpTransport, NodeError> {
+        let roots = read_ca(ca_cert)?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NodeError::Invalid(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(HttpTransport {
+            agent: Self::builder(timeout).tls_config(Arc::new(config)).build(),
+        })
+    }
+
+    fn builder(timeout: Duration) -> ureq::AgentBuilder {
+        ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .timeout_connect(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("starsync-node/", env!("CARGO_PKG_VERSION")))
     }
 
     fn send<T: serde::de::DeserializeOwned>(
@@ -132,7 +159,10 @@ impl HttpTransport {
                     Err(TransportError::Http { status, body })
                 }
             }
-            Err(ureq::Error::Transport(t)) => Err(TransportError::Network(t.to_string())),
+            Err(ureq::Error::Transport(t)) => match certificate_problem(&t) {
+                Some(why) => Err(TransportError::Certificate(why)),
+                None => Err(TransportError::Network(t.to_string())),
+            },
         }
     }
 
@@ -215,4 +245,67 @@ impl Transport for HttpTransport {
         let _: serde_json::Value = self.send(self.agent.get(&format!("{server}/health")), None)?;
         Ok(())
     }
+}
+
+/// The rustls error under a failed call, when it is about the server's certificate. ureq wraps
+/// it in an `io::Error`, whose `source()` skips the wrapped error, hence `get_ref`.
+fn certificate_problem(t: &ureq::Transport) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(t);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    Some(tls.to_string())
+                }
+                rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadCertificate
+                    | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::CertificateExpired
+                    | rustls::AlertDescription::CertificateUnknown
+                    | rustls::AlertDescription::UnsupportedCertificate,
+                ) => Some(tls.to_string()),
+                _ => None,
+            };
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Checks a CA file and returns its absolute path, as stored in the node's settings (so a sync
+/// run from another directory finds it).
+pub(crate) fn checked_ca_path(path: &Path) -> Result<String, NodeError> {
+    read_ca(path)?;
+    let abs = std::path::absolute(path).map_err(|e| ca_error(path, e.to_string()))?;
+    Ok(abs.display().to_string())
+}
+
+fn ca_error(path: &Path, message: String) -> NodeError {
+    NodeError::Invalid(format!("CA certificate {}: {message}", path.display()))
+}
+
+/// The CA certificates of a PEM file (at least one, each usable as a trust anchor).
+fn read_ca(path: &Path) -> Result<rustls::RootCertStore, NodeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| ca_error(path, format!("cannot read: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| ca_error(path, format!("not a PEM certificate file: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ca_error(path, format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error(
+            path,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(roots)
 }

@@ -130,6 +130,8 @@ pub struct NodeInfo {
     pub batch_size: i64,
     pub max_packet_bytes: i64,
     pub created_at: String,
+    /// The private CA trusted instead of the public roots (None: the public roots).
+    pub ca_cert: Option<String>,
 }
 
 /// Outbox and packet counters, last sync times and error.

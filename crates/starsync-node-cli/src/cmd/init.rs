@@ -46,6 +46,10 @@ pub struct Args {
     /// Most changes in one packet.
     #[arg(long, default_value_t = starsync_node::DEFAULT_BATCH_SIZE)]
     pub batch_size: i64,
+    /// PEM file of the private CA that signed an https server's certificate. Trusted instead
+    /// of the public roots, and stored so later syncs use it (`config ca_cert FILE` changes it).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Replace a node already set up in this data directory (its unsynced changes are lost).
     #[arg(long)]
     pub force: bool,
@@ -65,6 +69,7 @@ pub fn run(args: Args, dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
         packet_timeout,
         max_retries,
         batch_size,
+        ca_cert,
         force,
     } = args;
     let opts = InitOptions {
@@ -80,6 +85,7 @@ pub fn run(args: Args, dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
         max_retries,
         batch_size,
         force,
+        ca_cert,
     };
     let node = Node::init(dir, opts)?;
     let info = node.info()?;

@@ -114,6 +114,7 @@ mod tests {
             batch_size: 2,
             max_packet_bytes: 1 << 20,
             created_at: starsync_protocol::now_ts(),
+            ca_cert: None,
         };
         s.initialize(&cfg, 0, 0).unwrap();
         (dir, s, cfg)

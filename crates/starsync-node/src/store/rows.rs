@@ -9,6 +9,7 @@ pub(super) const FAILED: &str = OutboxState::Failed.as_str();
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = node_config)]
+#[diesel(treat_none_as_null = true)]
 pub struct ConfigRow {
     pub id: i64,
     pub server_url: String,
@@ -24,6 +25,8 @@ pub struct ConfigRow {
     pub batch_size: i64,
     pub max_packet_bytes: i64,
     pub created_at: String,
+    /// Absolute path of the PEM file of the private CA trusted instead of the public roots.
+    pub ca_cert: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]

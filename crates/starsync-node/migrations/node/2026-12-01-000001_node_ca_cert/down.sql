@@ -1,0 +1,1 @@
+ALTER TABLE node_config DROP COLUMN ca_cert;
