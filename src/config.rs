@@ -82,7 +82,7 @@ fn default_max_entity_bytes() -> usize {
 }
 
 fn default_max_inflight_bytes() -> usize {
-    512 * 1024 * 1024
+    384 * 1024 * 1024
 }
 
 /// Room an answer keeps beside its largest entity: the packet envelope and one change's other

@@ -15,8 +15,9 @@
 //!    before the write transaction), which caps the answer built in it; cut to the gzip size
 //!    once encoded, and held until the response is sent.
 //!
-//! The stages are always leased in this order, and nobody waits for an earlier stage while
-//! holding a later one, so they cannot deadlock. A lease larger than its pool takes the whole
+//! The stages are always leased in this order (the writer's turn, [`MemoryBudget::writer_turn`],
+//! comes between 2 and 3), and nobody waits for an earlier stage while holding a later one, so
+//! they cannot deadlock. A lease larger than its pool takes the whole
 //! pool (it then runs alone) instead of waiting forever.
 
 use std::sync::Arc;
@@ -52,9 +53,10 @@ pub struct MemoryBudget {
     pub bodies: Pool,
     pub packets: Pool,
     pub answers: Pool,
-    /// Exchanges allowed to wait on the writer lock at once. Each waits on a blocking thread;
-    /// without a gate, many small exchanges queued behind one large write would take every
-    /// blocking thread, and `/health` (which needs one) would wait behind them.
+    /// Exchanges allowed to estimate their answer and wait on the writer lock at once. Each
+    /// does so on a blocking thread; without a gate, many exchanges queued behind one large
+    /// write would take every blocking thread, and `/health` (which needs one) would wait
+    /// behind them.
     writers: Arc<Semaphore>,
 }
 

@@ -84,16 +84,16 @@ async fn exchange(
         .packets
         .lease(PACKET_FACTOR * inflated_bound(body.len(), max_packet))
         .await?;
-    let caller = node.clone();
-    let (packet, inflated, answer_bytes) = blocking(&engine, move |e| {
-        let (packet, inflated) = decode_envelope(&body, max_packet)?;
-        drop(body);
-        Ok((packet, inflated, e.next_answer_bytes(&caller)?))
-    })
-    .await?;
+    let (packet, inflated) = blocking(&engine, move |_| decode_envelope(&body, max_packet)).await?;
     drop(body_lease);
     packet_lease.shrink_to(PACKET_FACTOR * inflated);
 
+    // The answer's estimate reads what is pending for the node (one query, but slow when
+    // large entities crowd the database): it runs in the writer's turn, so estimates never
+    // take every blocking thread.
+    let turn = budget.writer_turn().await?;
+    let caller = node.clone();
+    let answer_bytes = blocking(&engine, move |e| e.next_answer_bytes(&caller)).await?;
     let mut answer_lease = budget
         .answers
         .lease(ANSWER_FACTOR * answer_bytes.max(ANSWER_FLOOR))
@@ -103,7 +103,6 @@ async fn exchange(
     } else {
         answer_lease.bytes() / ANSWER_FACTOR
     };
-    let turn = budget.writer_turn().await?;
     let outcome = blocking(&engine, move |e| e.exchange(&node, packet, reserved)).await?;
     drop(turn);
     drop(packet_lease);

@@ -104,6 +104,12 @@ pub struct Engine {
     /// full disk, a read-only file, a lost connection): `/health` answers 503 until a write
     /// succeeds. `None` while writes work.
     write_failed_at: Mutex<Option<String>>,
+    /// The health check's own connection (opened on first use, dropped after an error), so
+    /// `/health` answers at once even while every pooled connection is busy: a hub under
+    /// load is not a hub whose database is gone. `None` in `health_url` (an engine built on a
+    /// pool alone): the check uses the pool.
+    health: Mutex<Option<store::Conn>>,
+    health_url: Option<String>,
     /// SQLite only: background WAL checkpoints (stops with the engine).
     _checkpointer: Option<store::Checkpointer>,
 }
@@ -118,6 +124,7 @@ impl Engine {
             settings.database.wal_autocheckpoint,
         )?;
         let mut engine = Self::with_pool(pool, settings, admin_token)?;
+        engine.health_url = Some(url.clone());
         engine._checkpointer = store::Checkpointer::spawn(&url, Duration::from_millis(250))?;
         Ok(engine)
     }
@@ -139,6 +146,8 @@ impl Engine {
             admin_token_hash: auth::sha256(admin_token),
             writer: Mutex::new(None),
             write_failed_at: Mutex::new(None),
+            health: Mutex::new(None),
+            health_url: None,
             _checkpointer: None,
         })
     }
@@ -206,13 +215,27 @@ impl Engine {
         self.write(|_| Ok(()))
     }
 
-    /// One trivial query on a pooled connection: can this process reach its database?
+    /// One trivial query: can this process reach its database? On the health check's own
+    /// connection (the `health` field), the pool's when there is none.
     pub fn check_database(&self) -> EngineResult<()> {
-        self.read(|c| {
-            use diesel::connection::SimpleConnection;
-            c.batch_execute("SELECT 1")?;
-            Ok(())
-        })
+        use diesel::connection::SimpleConnection;
+        let Some(url) = &self.health_url else {
+            return self.read(|c| Ok(c.batch_execute("SELECT 1")?));
+        };
+        let mut slot = self.health.lock();
+        let conn = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(store::connect_one(
+                url,
+                self.settings.database.wal_autocheckpoint,
+            )?),
+        };
+        if let Err(e) = conn.batch_execute("SELECT 1") {
+            // Broken (the database restarted?): a fresh connection next time.
+            *slot = None;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Runs `f` on a pooled connection (reads).

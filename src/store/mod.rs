@@ -203,6 +203,16 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// One connection outside the pool, with the pool's per-connection settings (for work that
+/// must not queue behind pooled requests, like the health check).
+pub fn connect_one(url: &str, wal_autocheckpoint: u32) -> StoreResult<DbConn> {
+    let manager = Manager {
+        url: DbUrl::parse(url)?,
+        wal_autocheckpoint,
+    };
+    r2d2::ManageConnection::connect(&manager).map_err(|e| StoreError::Url(e.to_string()))
+}
+
 /// What a SQLite-only build says when given a PostgreSQL URL.
 #[cfg(not(feature = "postgres"))]
 const NO_POSTGRES: &str = "this starsync was built without PostgreSQL support (cargo feature \
