@@ -81,7 +81,7 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
   STARSYNC_MAX_PACKET_BYTES   largest decompressed packet (default 64 MiB)
   STARSYNC_MAX_ENTITY_BYTES   largest entity data a node or admin may write (default 8 MiB)
   STARSYNC_MAX_ANSWER_BYTES   largest packet the server builds (default 0: half the packet limit)
-  STARSYNC_MAX_INFLIGHT_BYTES memory exchange bodies and answers may hold at once (default 512 MiB)
+  STARSYNC_MAX_INFLIGHT_BYTES memory exchange bodies and answers may hold at once (default 384 MiB)
   STARSYNC_BODY_TIMEOUT_SECS  a request body must arrive within this many seconds... (default 30)
   STARSYNC_BODY_MIN_BYTES_PER_SEC  ...plus one second per this many bytes received (default 16384)
   STARSYNC_MAX_CLOCK_SKEW_SECS  how far ahead of the server's clock an updated_at may be
