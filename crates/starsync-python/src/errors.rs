@@ -68,6 +68,11 @@ pub fn to_py(py: Python<'_>, e: NodeError) -> PyErr {
                 &[("status", status), ("code", s(code.as_str()))],
             )
         }
+        // The server's certificate is not trusted: a configuration problem (the CA to trust),
+        // not a network failure to retry.
+        NodeError::Certificate { url, .. } => {
+            build(py, "ConfigError", message, &[("url", s(&url))])
+        }
         NodeError::Invalid(_) => build(py, "InvalidInput", message, &[]),
         NodeError::NotFound(_) => build(py, "NotFound", message, &[]),
         NodeError::Protocol(_) => build(py, "ProtocolError", message, &[]),
