@@ -117,6 +117,18 @@ pub async fn read_body(
 /// Parses JSON: not JSON at all → 400 `invalid_request`; JSON with missing or malformed
 /// fields → 422 `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    // PROTOCOL §6: every body is a JSON object. serde reads a struct from an array too
+    // (`["code"]` would register a node named `code`), so the shape is checked first.
+    if !is_json_object(body) {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::Engine(EngineError::InvalidRequest(
+                    "the request body must be a JSON object".into(),
+                )),
+                Err(e) => ApiError::BadJson(format!("request body is not valid JSON: {e}")),
+            },
+        );
+    }
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::Engine(EngineError::InvalidRequest(format!(
@@ -126,6 +138,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
             ApiError::BadJson(format!("request body is not valid JSON: {e}"))
         }
     })
+}
+
+/// True when the body's first non-blank byte opens an object (the rest is left to the parser).
+pub fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Runs blocking engine work on actix's blocking pool.

@@ -145,6 +145,11 @@ struct Envelope<'a> {
 
 /// The envelope's packet and its decompressed size.
 fn decode_envelope(body: &[u8], max_packet: usize) -> EngineResult<(Packet, usize)> {
+    if !super::extract::is_json_object(body) {
+        return Err(EngineError::InvalidPacket(
+            "body must be a JSON object {\"packet_data\": \"<hex of gzip packet>\"}".into(),
+        ));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|err| {
         EngineError::InvalidPacket(format!(
             "body must be JSON {{\"packet_data\": \"<hex of gzip packet>\"}}: {err}"

@@ -1008,3 +1008,30 @@ fn odd_input_answers_json_errors_never_500() {
         other => panic!("expected 401, got {other:?}"),
     }
 }
+
+/// PROTOCOL §6: every request body is a JSON object; an array in its place is malformed and
+/// changes nothing (serde would otherwise read a struct from it).
+#[test]
+fn array_bodies_are_refused_and_change_nothing() {
+    let app = TestApp::spawn();
+    let (s, v) = app.post("/api/sync/register", Some(ADMIN), &json!(["ARRAY-CODE"]));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (422, Some("invalid_request")),
+        "{v}"
+    );
+    let (_, nodes) = app.get("/api/sync/nodes", Some(ADMIN));
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 0, "{nodes}");
+    let mut a = app.register("A");
+    let before = counters(&app, &a);
+    let hex = a.packet(1, 0, vec![]);
+    let (s, v) = app.post("/api/sync/exchange", Some(&a.token), &json!([encode(&hex)]));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_packet")),
+        "{v}"
+    );
+    assert_eq!(counters(&app, &a), before);
+    // The packet itself is still number 1: nothing was used up.
+    assert_eq!(a.sync(&app, vec![]).status, 200);
+}
