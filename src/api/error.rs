@@ -48,6 +48,7 @@ impl ApiError {
                 E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
                 E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
                 E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),
+                E::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }

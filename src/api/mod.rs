@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod nodes;
 pub mod openapi;
 pub mod sync;
+pub mod watermelon;
 
 use actix_web::web;
 
@@ -43,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
     health::configure(cfg);
     sync::configure(cfg);
+    watermelon::configure(cfg);
     nodes::configure(cfg);
     conflicts::configure(cfg);
     entities::configure(cfg);

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, health, nodes, sync};
+use super::{conflicts, entities, health, nodes, sync, watermelon};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -39,6 +39,8 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::exchange,
         sync::server_status,
         sync::node_status,
+        watermelon::pull,
+        watermelon::push,
         nodes::list,
         nodes::disable,
         nodes::enable,
@@ -101,6 +103,11 @@ const ERRORS: &[(&str, &[Answers])] = &[
             ],
             INTERNAL,
         ],
+    ),
+    ("watermelon_pull", &[AUTH, BAD_QUERY, INTERNAL]),
+    (
+        "watermelon_push",
+        &[AUTH, BODY, &[(409, &[E::Conflict])], INTERNAL],
     ),
     ("server_status", &[AUTH, INTERNAL]),
     ("node_status", &[AUTH, NOT_FOUND, INTERNAL]),

@@ -145,7 +145,8 @@ impl<'a> ApplyCtx<'a> {
         Ok(())
     }
 
-    fn get(&mut self, conn: &mut Conn, t: &str, u: &str) -> StoreResult<Option<Entity>> {
+    /// The entity as this packet has left it so far (loaded once).
+    pub(crate) fn get(&mut self, conn: &mut Conn, t: &str, u: &str) -> StoreResult<Option<Entity>> {
         let key = (t.to_string(), u.to_string());
         if let Some(slot) = self.cache.get(&key) {
             return Ok(slot.entity.clone());
@@ -626,7 +627,7 @@ pub fn merge_priority(
 }
 
 /// The fields of a JSON object as (key, value text), in order; None when it is not an object.
-fn object_fields(text: &str) -> Option<Vec<(String, Box<RawValue>)>> {
+pub(crate) fn object_fields(text: &str) -> Option<Vec<(String, Box<RawValue>)>> {
     struct Fields;
     impl<'de> serde::de::Visitor<'de> for Fields {
         type Value = Vec<(String, Box<RawValue>)>;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod exchange;
 pub mod outbound;
 pub mod status;
+pub mod watermelon;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,9 @@ pub enum EngineError {
     CodeTaken(String),
     #[error("{0}")]
     AlreadyResolved(String),
+    /// A write based on a state the hub has changed since (409 `conflict`), refused whole.
+    #[error("{0}")]
+    Conflict(String),
     /// Well-formed JSON whose fields are missing or malformed (422).
     #[error("{0}")]
     InvalidRequest(String),

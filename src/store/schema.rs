@@ -102,3 +102,20 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_packets_in,
     object_version_history,
 );
+
+diesel::table! {
+    watermelon_pulls (mark) {
+        mark -> BigInt,
+        node_id -> Text,
+        snapshot_seq -> BigInt,
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    watermelon_created (entity_type, entity_uuid) {
+        entity_type -> Text,
+        entity_uuid -> Text,
+        pull_mark -> BigInt,
+    }
+}

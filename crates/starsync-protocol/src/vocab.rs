@@ -117,6 +117,9 @@ wire_enum! {
         RequestTimeout => "request_timeout",
         InvalidAck => "invalid_ack",
         AlreadyResolved => "already_resolved",
+        /// A WatermelonDB push (PROTOCOL §11.1) carries a record that changed on the hub after
+        /// the push's `last_pulled_at`: nothing was applied; the client pulls, merges, pushes.
+        Conflict => "conflict",
         DatabaseUnavailable => "database_unavailable",
         /// `/health`: the database answers, but this process's last write to it failed (a full
         /// disk, a read-only file system); reported until a write succeeds again.

@@ -1,0 +1,3 @@
+DROP INDEX entities_type_seq;
+DROP TABLE watermelon_created;
+DROP TABLE watermelon_pulls;

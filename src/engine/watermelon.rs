@@ -1,0 +1,596 @@
+//! WatermelonDB's `synchronize()` over the engine (PROTOCOL §11.1): a pull streamed from one
+//! snapshot of the change log, and a push applied through the same [`apply_change`] as packets,
+//! all or nothing, in one write transaction.
+//!
+//! The cursor (`timestamp` / `last_pulled_at`) is a *pull mark*: a fresh number from the hub's
+//! sequence, handed out by exactly one pull and mapped (`watermelon_pulls`) to the last sequence
+//! number that pull's snapshot saw. docs/design.md ("WatermelonDB cursors") explains why this
+//! never skips or repeats a change and how it tells `created` from `updated`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::apply::{apply_change, object_fields, Applied, ApplyCtx, SeqAlloc};
+use super::{Engine, EngineError, EngineResult};
+use crate::store::models::{Entity, Node};
+use crate::store::watermelon::{self as wm, Snapshot};
+use crate::store::{self, entities};
+use starsync_protocol::{validate_change, Change, ClockRule, RejectReason};
+
+/// The largest cursor: JavaScript numbers are exact up to 2^53 − 1.
+pub const MAX_CURSOR: i64 = (1 << 53) - 1;
+
+/// Records per page read from the snapshot (and per chunk of the streamed answer): the pull's
+/// memory is one page, whatever the size of the data set.
+const PAGE: i64 = 500;
+
+/// Most records named in a 409 `conflict` message.
+const NAMED: usize = 10;
+
+/// Fields of a WatermelonDB raw record that are the client's bookkeeping, never data: `id` is
+/// the entity id, `_status` and `_changed` are local sync state (a pulled record must not carry
+/// them, or WatermelonDB refuses it).
+const BOOKKEEPING: [&str; 3] = ["id", "_status", "_changed"];
+
+/// The three lists of a table, in the order they are written.
+const LISTS: [&str; 3] = ["created", "updated", "deleted"];
+
+/// `last_pulled_at` of a pull: absent, `null` and `0` mean a first pull (None); otherwise a
+/// whole number from 1 to [`MAX_CURSOR`].
+pub fn parse_pull_cursor(raw: Option<&str>) -> EngineResult<Option<i64>> {
+    match raw.map(str::trim) {
+        None | Some("") | Some("null") | Some("0") => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_CURSOR).contains(n))
+            .map(Some)
+            .ok_or_else(|| bad_cursor(s)),
+    }
+}
+
+fn bad_cursor(s: &str) -> EngineError {
+    EngineError::InvalidRequest(format!(
+        "last_pulled_at {:?} is not a timestamp this server hands out: use null (first pull) or \
+         a whole number from 1 to {MAX_CURSOR}",
+        s.chars().take(40).collect::<String>()
+    ))
+}
+
+/// The body of `POST /api/sync/watermelon/push`, as `synchronize()` sends it.
+#[derive(Debug, Deserialize)]
+pub struct PushRequest {
+    pub changes: BTreeMap<String, PushTable>,
+    /// The `timestamp` of the pull this push follows.
+    pub last_pulled_at: serde_json::Value,
+}
+
+/// One table of a push: raw records (`id`, columns, `_status`, `_changed`) and deleted ids.
+#[derive(Debug, Default, Deserialize)]
+pub struct PushTable {
+    #[serde(default)]
+    pub created: Vec<Box<RawValue>>,
+    #[serde(default)]
+    pub updated: Vec<Box<RawValue>>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+/// Records refused one by one (immutable types, and the node's scopes and types), by table:
+/// the answer's `experimentalRejectedIds`.
+pub type Rejected = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One pushed record, translated: the entity's id and its `data` (the record without
+/// [`BOOKKEEPING`] fields; None for a deletion).
+struct Record {
+    table: String,
+    id: String,
+    kind: Kind,
+    data: Option<String>,
+}
+
+/// Whether a per-change rejection of the engine is a refusal of this one record (listed in
+/// `experimentalRejectedIds`, the rest applied) rather than a bad push (422, nothing applied).
+///
+/// The one place that decides it: the node's view of the data (immutable types now; its
+/// scopes and types, `forbidden_scope` / `forbidden_type`, belong here too) refuses records,
+/// anything else means the push itself is malformed. WatermelonDB marks every record of a 2xx
+/// push synced, so a refusal must be listed here or the push must fail as a whole.
+fn refused_per_record(reason: RejectReason) -> bool {
+    matches!(reason, RejectReason::ImmutableType)
+}
+
+/// The record's data without bookkeeping fields, as JSON text; every value keeps its text.
+fn strip_bookkeeping(fields: &[(String, Box<RawValue>)]) -> String {
+    let mut out = String::from("{");
+    let mut first = true;
+    for (k, v) in fields {
+        if BOOKKEEPING.contains(&k.as_str()) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&serde_json::Value::from(k.as_str()).to_string());
+        out.push(':');
+        out.push_str(v.get());
+    }
+    out.push('}');
+    out
+}
+
+/// Appends the pulled record of an entity: `{"id": <entity id>, ...data}` without
+/// bookkeeping fields (a `data` field named `id` is the entity id's place, and is replaced).
+fn write_record(out: &mut Vec<u8>, id: &str, data: &str) {
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(serde_json::Value::from(id).to_string().as_bytes());
+    for (k, v) in object_fields(data).unwrap_or_default() {
+        if BOOKKEEPING.contains(&k.as_str()) {
+            continue;
+        }
+        out.push(b',');
+        out.extend_from_slice(serde_json::Value::from(k.as_str()).to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+}
+
+impl Record {
+    /// A valid entity type and id (PROTOCOL §1).
+    fn well_formed(&self) -> bool {
+        starsync_protocol::EntityType::parse(&self.table).is_ok()
+            && starsync_protocol::EntityId::parse(&self.id).is_ok()
+    }
+}
+
+fn translate(changes: BTreeMap<String, PushTable>) -> EngineResult<Vec<Record>> {
+    let mut records = Vec::new();
+    for (table, t) in changes {
+        for (kind, list) in [(Kind::Created, t.created), (Kind::Updated, t.updated)] {
+            for raw in list {
+                let fields = object_fields(raw.get()).ok_or_else(|| {
+                    EngineError::InvalidRequest(format!(
+                        "{table}: every created and updated record must be a JSON object"
+                    ))
+                })?;
+                let id = fields
+                    .iter()
+                    .find(|(k, _)| k == "id")
+                    .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok())
+                    .ok_or_else(|| {
+                        EngineError::InvalidRequest(format!(
+                            "{table}: every record needs an \"id\" that is a string"
+                        ))
+                    })?;
+                records.push(Record {
+                    table: table.clone(),
+                    id,
+                    kind,
+                    data: Some(strip_bookkeeping(&fields)),
+                });
+            }
+        }
+        for id in t.deleted {
+            records.push(Record {
+                table: table.clone(),
+                id,
+                kind: Kind::Deleted,
+                data: None,
+            });
+        }
+    }
+    Ok(records)
+}
+
+/// The engine change a record stands for, checked by the packets' own rules. `base` is the
+/// hub's current version: the push was checked not to be stale, so the client's edit is based
+/// on what the hub holds.
+fn to_change(r: &Record, existing: Option<&Entity>, now: &str) -> EngineResult<Change> {
+    let operation = match (r.kind, existing) {
+        (Kind::Deleted, _) => "DELETE",
+        // `created` for an existing id is an update (a re-push after a lost answer).
+        (_, Some(_)) => "UPDATE",
+        (Kind::Created, None) => "INSERT",
+        // `updated` for an unknown id creates it (UPDATE of an unknown entity, PROTOCOL §5).
+        (Kind::Updated, None) => "UPDATE",
+    };
+    let data = match &r.data {
+        Some(text) => Some(RawValue::from_string(text.clone()).map_err(|e| {
+            EngineError::InvalidRequest(format!("{}#{}: {e}", r.table, short(&r.id)))
+        })?),
+        None => None,
+    };
+    Ok(Change {
+        change_id: uuid::Uuid::new_v4().to_string(),
+        entity_type: r.table.clone(),
+        entity_uuid: r.id.clone(),
+        operation: operation.into(),
+        base_version: Some(existing.map_or(0, |e| e.version as u64)),
+        version: None,
+        updated_at: now.into(),
+        data,
+    })
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+impl Engine {
+    /// Applies a WatermelonDB push as the node's changes, all or nothing (PROTOCOL §11.1).
+    ///
+    /// 409 `conflict` when a pushed record changed on the hub after `last_pulled_at` (nothing
+    /// applied); 422 when a record breaks a rule other than the node's view (nothing applied);
+    /// otherwise every record is applied except those [`refused_per_record`], which are
+    /// returned by table.
+    pub fn watermelon_push(&self, node: &Node, push: PushRequest) -> EngineResult<Rejected> {
+        let mark = match &push.last_pulled_at {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .filter(|m| (1..=MAX_CURSOR).contains(m))
+                .ok_or_else(|| bad_cursor(&n.to_string()))?,
+            other => {
+                return Err(EngineError::InvalidRequest(format!(
+                    "last_pulled_at must be the number the last pull answered as `timestamp`, \
+                     not {}",
+                    short(&other.to_string())
+                )))
+            }
+        };
+        let records = translate(push.changes)?;
+        let now = starsync_protocol::now_ts();
+        let clock = ClockRule::now(self.settings.sync.max_clock_skew_secs);
+        self.write(|conn| {
+            // Changes after this sequence number are the ones the client has not seen.
+            let seen = wm::pull_snapshot(conn, mark)?.unwrap_or(mark);
+            let mut seq = SeqAlloc::begin(conn)?;
+            let mut ctx =
+                ApplyCtx::new(&node.id, &now, &mut seq, self.settings.server.max_entity_bytes);
+            // Only well-formed keys reach a query (PostgreSQL refuses a NUL in any text); the
+            // others fail the push with the packets' own message below.
+            ctx.preload(
+                conn,
+                records
+                    .iter()
+                    .filter(|r| r.well_formed())
+                    .map(|r| (r.table.as_str(), r.id.as_str())),
+            )?;
+
+            // Stale records first: a 409 applies nothing.
+            let mut stale = Vec::new();
+            for r in records.iter().filter(|r| r.well_formed()) {
+                let Some(e) = ctx.get(conn, &r.table, &r.id)? else {
+                    continue;
+                };
+                let changed_since = e.seq > seen;
+                let is_stale = match r.kind {
+                    Kind::Created | Kind::Updated => changed_since,
+                    // Two clients deleting one record is no conflict.
+                    Kind::Deleted => changed_since && !e.is_deleted,
+                };
+                if is_stale {
+                    stale.push(format!("{}#{}", r.table, short(&r.id)));
+                }
+            }
+            if !stale.is_empty() {
+                let count = stale.len();
+                stale.truncate(NAMED);
+                return Err(EngineError::Conflict(format!(
+                    "{count} pushed record(s) changed on the server after last_pulled_at {mark} \
+                     ({}{}); nothing was applied: pull, then push again",
+                    stale.join(", "),
+                    if count > NAMED { ", …" } else { "" }
+                )));
+            }
+
+            let mut rejected = Rejected::new();
+            let mut created: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for r in &records {
+                let existing = if r.well_formed() {
+                    ctx.get(conn, &r.table, &r.id)?
+                } else {
+                    None
+                };
+                let change = to_change(r, existing.as_ref(), &now)?;
+                let valid = validate_change(&change, &clock).map_err(|rej| {
+                    EngineError::InvalidRequest(format!(
+                        "{}#{}: {}; nothing was applied",
+                        short(&r.table),
+                        short(&r.id),
+                        rej.message
+                    ))
+                })?;
+                let rules = self.settings.conflicts.rules(&r.table);
+                let strategy = self.settings.conflicts.strategy_for(&r.table);
+                match apply_change(conn, &mut ctx, rules, strategy, &change, &valid)? {
+                    Ok(Applied::Done) | Ok(Applied::Conflict(_)) => {
+                        if existing.is_none() && r.kind != Kind::Deleted {
+                            created.entry(&r.table).or_default().push(&r.id);
+                        }
+                    }
+                    Err(rej) if refused_per_record(rej.reason) => {
+                        rejected.entry(r.table.clone()).or_default().push(r.id.clone());
+                    }
+                    Err(rej) => {
+                        return Err(EngineError::InvalidRequest(format!(
+                            "{}#{}: {}; nothing was applied",
+                            r.table,
+                            short(&r.id),
+                            rej.message
+                        )))
+                    }
+                }
+            }
+            ctx.flush(conn)?;
+            drop(ctx);
+            for (table, ids) in &created {
+                wm::note_created(conn, table, ids, mark)?;
+            }
+            seq.finish(conn)?;
+            tracing::info!(
+                node = %node.code,
+                records = records.len(),
+                rejected = rejected.values().map(Vec::len).sum::<usize>(),
+                last_pulled_at = mark,
+                "watermelon push"
+            );
+            Ok(rejected)
+        })
+    }
+
+    /// Starts a WatermelonDB pull: takes a snapshot of the log, hands out a cursor no other
+    /// pull gets, and returns the answer as a stream of chunks ([`PullStream::next_chunk`]).
+    pub fn watermelon_pull(&self, node: &Node, last_pulled_at: Option<i64>) -> EngineResult<PullStream> {
+        let mut snap = Snapshot::begin(self.pool.get()?)?;
+        // The first read fixes the snapshot: it holds exactly the commits up to `upto`, since
+        // sequence numbers are taken in commit order (docs/design.md).
+        let upto = store::last_seq(snap.conn())?;
+        let since = match last_pulled_at {
+            None => None,
+            Some(l) => Some(Since {
+                seq: wm::pull_snapshot(snap.conn(), l)?.unwrap_or(l),
+                mark: l,
+            }),
+        };
+        let tables = entities::types(snap.conn(), usize::MAX)?;
+        let now = starsync_protocol::now_ts();
+        let mark = self.write(|conn| {
+            let mark = store::alloc_seq(conn, 1)?;
+            wm::insert_pull(conn, mark, &node.id, upto, &now)?;
+            Ok(mark)
+        })?;
+        if mark > MAX_CURSOR {
+            return Err(EngineError::InvalidRequest(
+                "the hub's sequence is past 2^53 - 1: WatermelonDB cursors cannot express it"
+                    .into(),
+            ));
+        }
+        tracing::info!(node = %node.code, last_pulled_at, mark, upto, "watermelon pull");
+        Ok(PullStream {
+            snap,
+            mark,
+            since,
+            tables,
+            table: 0,
+            list: 0,
+            after: 0,
+            opened: false,
+            first_in_list: true,
+            tables_written: 0,
+            started: false,
+            done: false,
+        })
+    }
+}
+
+/// Where an incremental pull starts: the client's cursor and the log position it stands for.
+#[derive(Debug, Clone, Copy)]
+struct Since {
+    seq: i64,
+    mark: i64,
+}
+
+/// A pull's answer, produced a page at a time from one snapshot.
+///
+/// Tables are written one after the other, each with its three lists (one pass over the
+/// table's changes per list, in log order), and a table only when it has something: the client
+/// needs every list of a table it is given (a missing one crashes it), not every table.
+pub struct PullStream {
+    snap: Snapshot,
+    mark: i64,
+    since: Option<Since>,
+    tables: Vec<String>,
+    table: usize,
+    /// Index into [`LISTS`] of the pass under way.
+    list: usize,
+    /// The last sequence number read in this pass.
+    after: i64,
+    /// The current table's name and first list are written.
+    opened: bool,
+    first_in_list: bool,
+    tables_written: usize,
+    started: bool,
+    done: bool,
+}
+
+impl PullStream {
+    /// The cursor this pull hands out.
+    pub fn timestamp(&self) -> i64 {
+        self.mark
+    }
+
+    /// The next piece of the JSON answer, None at the end. Each call reads at most a page.
+    pub fn next_chunk(&mut self) -> EngineResult<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.extend_from_slice(b"{\"changes\":{");
+        }
+        while out.len() < 16 * 1024 {
+            if self.table >= self.tables.len() {
+                out.extend_from_slice(format!("}},\"timestamp\":{}}}", self.mark).as_bytes());
+                self.done = true;
+                break;
+            }
+            self.page(&mut out)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Lists an incremental pull writes; a first pull fills only `created`.
+    fn passes(&self) -> usize {
+        if self.since.is_some() {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Reads one page of the current pass and writes the records it contributes.
+    fn page(&mut self, out: &mut Vec<u8>) -> EngineResult<()> {
+        let table = self.tables[self.table].clone();
+        let from = self.after.max(self.since.map_or(0, |s| s.seq));
+        let live_only = self.list < 2;
+        let rows = wm::type_page(self.snap.conn(), &table, from, live_only, PAGE)?;
+        let exhausted = (rows.len() as i64) < PAGE;
+        if let Some(last) = rows.last() {
+            self.after = last.seq;
+        }
+        let holders = match self.since {
+            Some(s) => {
+                let fresh: Vec<&str> = rows
+                    .iter()
+                    .filter(|e| e.created_seq > s.seq)
+                    .map(|e| e.entity_uuid.as_str())
+                    .collect();
+                wm::created_by(self.snap.conn(), &table, &fresh, s.mark)?
+            }
+            None => HashSet::new(),
+        };
+        for e in &rows {
+            if self.list_of(e, &holders) != Some(self.list) {
+                continue;
+            }
+            if !self.opened {
+                if self.tables_written > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(serde_json::Value::from(table.as_str()).to_string().as_bytes());
+                out.extend_from_slice(b":{");
+                for earlier in &LISTS[..self.list] {
+                    out.extend_from_slice(format!("\"{earlier}\":[],").as_bytes());
+                }
+                out.extend_from_slice(format!("\"{}\":[", LISTS[self.list]).as_bytes());
+                self.opened = true;
+                self.first_in_list = true;
+                self.tables_written += 1;
+            }
+            if !self.first_in_list {
+                out.push(b',');
+            }
+            self.first_in_list = false;
+            if self.list == 2 {
+                out.extend_from_slice(
+                    serde_json::Value::from(e.entity_uuid.as_str()).to_string().as_bytes(),
+                );
+            } else {
+                write_record(out, &e.entity_uuid, &e.data);
+            }
+        }
+        if exhausted {
+            self.end_pass(out);
+        }
+        Ok(())
+    }
+
+    /// Which list an entity of the current table belongs to for this puller (None: none).
+    ///
+    /// A client holds an entity when it existed at the client's last pull (the client got it
+    /// then or before), or when the client's own push created it (that push carried the
+    /// client's cursor, which no other client has). Held and live: `updated`; held and deleted:
+    /// `deleted`; live and not held: `created`; deleted and never held: nothing to say.
+    fn list_of(&self, e: &Entity, holders: &HashSet<String>) -> Option<usize> {
+        let Some(s) = self.since else {
+            return (!e.is_deleted).then_some(0);
+        };
+        let holds = e.created_seq <= s.seq || holders.contains(&e.entity_uuid);
+        match (e.is_deleted, holds) {
+            (false, false) => Some(0),
+            (false, true) => Some(1),
+            (true, true) => Some(2),
+            (true, false) => None,
+        }
+    }
+
+    fn end_pass(&mut self, out: &mut Vec<u8>) {
+        let passes = self.passes();
+        if self.opened {
+            out.push(b']');
+            if self.list + 1 < LISTS.len() {
+                if self.list + 1 < passes {
+                    out.extend_from_slice(format!(",\"{}\":[", LISTS[self.list + 1]).as_bytes());
+                    self.first_in_list = true;
+                } else {
+                    for later in &LISTS[self.list + 1..] {
+                        out.extend_from_slice(format!(",\"{later}\":[]").as_bytes());
+                    }
+                }
+            }
+        }
+        self.list += 1;
+        self.after = 0;
+        if self.list >= passes {
+            if self.opened {
+                out.push(b'}');
+            }
+            self.table += 1;
+            self.list = 0;
+            self.opened = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors() {
+        assert_eq!(parse_pull_cursor(None).unwrap(), None);
+        assert_eq!(parse_pull_cursor(Some("null")).unwrap(), None);
+        assert_eq!(parse_pull_cursor(Some("0")).unwrap(), None);
+        assert_eq!(parse_pull_cursor(Some("42")).unwrap(), Some(42));
+        assert_eq!(
+            parse_pull_cursor(Some("9007199254740991")).unwrap(),
+            Some(MAX_CURSOR)
+        );
+        for bad in ["-1", "9007199254740992", "1.5", "abc", "1e3"] {
+            assert!(parse_pull_cursor(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_lose_bookkeeping_and_keep_values() {
+        let fields =
+            object_fields(r#"{"id":"a","_status":"created","_changed":"","n":1.50,"s":"x"}"#)
+                .unwrap();
+        assert_eq!(strip_bookkeeping(&fields), r#"{"n":1.50,"s":"x"}"#);
+        let mut out = Vec::new();
+        write_record(&mut out, "a1B2", r#"{"id":"other","n":1.50,"_status":"x"}"#);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":"a1B2","n":1.50}"#);
+    }
+}

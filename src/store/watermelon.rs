@@ -1,0 +1,164 @@
+//! Queries of the WatermelonDB protocol (PROTOCOL §11.1): the pull cursors, the entities a
+//! push created (and for which cursor), the snapshot a pull reads, and a table's change-log
+//! pages. The rules that use them live in `engine::watermelon`.
+
+use std::collections::HashSet;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+use super::models::Entity;
+use super::schema::entities::dsl as e;
+use super::schema::{watermelon_created as wc, watermelon_pulls as wp};
+use super::{Conn, PooledConn, StoreResult};
+
+/// Records a pull's cursor: `mark` (a fresh sequence number) stands for the log up to and
+/// including `snapshot_seq`.
+pub fn insert_pull(
+    conn: &mut Conn,
+    mark: i64,
+    node_id: &str,
+    snapshot_seq: i64,
+    now: &str,
+) -> StoreResult<()> {
+    diesel::insert_into(wp::table)
+        .values((
+            wp::mark.eq(mark),
+            wp::node_id.eq(node_id),
+            wp::snapshot_seq.eq(snapshot_seq),
+            wp::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The last sequence number the pull that handed out `mark` saw (None: never handed out).
+pub fn pull_snapshot(conn: &mut Conn, mark: i64) -> StoreResult<Option<i64>> {
+    Ok(wp::table
+        .find(mark)
+        .select(wp::snapshot_seq)
+        .first(conn)
+        .optional()?)
+}
+
+/// Notes that a push carrying `mark` created these entities (of one type): the client that
+/// pushed them holds them. An entity already noted keeps its first mark.
+pub fn note_created(
+    conn: &mut Conn,
+    entity_type: &str,
+    uuids: &[&str],
+    mark: i64,
+) -> StoreResult<()> {
+    for chunk in uuids.chunks(300) {
+        let have: HashSet<String> = wc::table
+            .filter(wc::entity_type.eq(entity_type))
+            .filter(wc::entity_uuid.eq_any(chunk))
+            .select(wc::entity_uuid)
+            .load::<String>(conn)?
+            .into_iter()
+            .collect();
+        let rows: Vec<_> = chunk
+            .iter()
+            .filter(|u| !have.contains(**u))
+            .map(|u| {
+                (
+                    wc::entity_type.eq(entity_type),
+                    wc::entity_uuid.eq(*u),
+                    wc::pull_mark.eq(mark),
+                )
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        match conn {
+            super::DbConn::Sqlite(c) => diesel::insert_into(wc::table).values(&rows).execute(c)?,
+            #[cfg(feature = "postgres")]
+            super::DbConn::Postgres(c) => {
+                diesel::insert_into(wc::table).values(&rows).execute(c)?
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Which of `uuids` (of one type) a push carrying `mark` created.
+pub fn created_by(
+    conn: &mut Conn,
+    entity_type: &str,
+    uuids: &[&str],
+    mark: i64,
+) -> StoreResult<HashSet<String>> {
+    if uuids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(wc::table
+        .filter(wc::entity_type.eq(entity_type))
+        .filter(wc::entity_uuid.eq_any(uuids))
+        .filter(wc::pull_mark.eq(mark))
+        .select(wc::entity_uuid)
+        .load::<String>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// Up to `limit` entities of one type whose latest change is after `after_seq`, in log order
+/// (index `entities_type_seq`). `live_only` leaves tombstones out.
+pub fn type_page(
+    conn: &mut Conn,
+    entity_type: &str,
+    after_seq: i64,
+    live_only: bool,
+    limit: i64,
+) -> StoreResult<Vec<Entity>> {
+    let mut q = e::entities
+        .filter(e::entity_type.eq(entity_type))
+        .filter(e::seq.gt(after_seq))
+        .order(e::seq.asc())
+        .limit(limit)
+        .into_boxed();
+    if live_only {
+        q = q.filter(e::is_deleted.eq(false));
+    }
+    Ok(q.load(conn)?)
+}
+
+/// A read-only transaction on a pooled connection, kept open across calls: every read through
+/// it sees the database as it was at its first read. Rolled back when dropped, so the
+/// connection goes back to the pool outside any transaction.
+///
+/// Why: a pull streams its answer page by page; without one snapshot, an entity changing
+/// while the answer is written would move past the pages still to come and be left out, and
+/// the next pull would send it as `updated` to a client that never had it.
+pub struct Snapshot {
+    conn: Option<PooledConn>,
+}
+
+impl Snapshot {
+    pub fn begin(mut conn: PooledConn) -> StoreResult<Snapshot> {
+        match &mut *conn {
+            // SQLite in WAL mode: a deferred transaction reads one snapshot from its first read.
+            super::DbConn::Sqlite(c) => c.batch_execute("BEGIN DEFERRED")?,
+            // PostgreSQL: REPEATABLE READ takes its snapshot at the first query.
+            #[cfg(feature = "postgres")]
+            super::DbConn::Postgres(c) => {
+                c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?
+            }
+        }
+        Ok(Snapshot { conn: Some(conn) })
+    }
+
+    pub fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a snapshot holds its connection until dropped")
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if let Err(err) = c.batch_execute("ROLLBACK") {
+                tracing::warn!(error = %err, "could not end a pull's read transaction");
+            }
+        }
+    }
+}
