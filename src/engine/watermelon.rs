@@ -255,8 +255,12 @@ impl Engine {
             // Changes after this sequence number are the ones the client has not seen.
             let seen = wm::pull_snapshot(conn, mark)?.unwrap_or(mark);
             let mut seq = SeqAlloc::begin(conn)?;
-            let mut ctx =
-                ApplyCtx::new(&node.id, &now, &mut seq, self.settings.server.max_entity_bytes);
+            let mut ctx = ApplyCtx::new(
+                &node.id,
+                &now,
+                &mut seq,
+                self.settings.server.max_entity_bytes,
+            );
             // Only well-formed keys reach a query (PostgreSQL refuses a NUL in any text); the
             // others fail the push with the packets' own message below.
             ctx.preload(
@@ -320,7 +324,10 @@ impl Engine {
                         }
                     }
                     Err(rej) if refused_per_record(rej.reason) => {
-                        rejected.entry(r.table.clone()).or_default().push(r.id.clone());
+                        rejected
+                            .entry(r.table.clone())
+                            .or_default()
+                            .push(r.id.clone());
                     }
                     Err(rej) => {
                         return Err(EngineError::InvalidRequest(format!(
@@ -351,7 +358,11 @@ impl Engine {
 
     /// Starts a WatermelonDB pull: takes a snapshot of the log, hands out a cursor no other
     /// pull gets, and returns the answer as a stream of chunks ([`PullStream::next_chunk`]).
-    pub fn watermelon_pull(&self, node: &Node, last_pulled_at: Option<i64>) -> EngineResult<PullStream> {
+    pub fn watermelon_pull(
+        &self,
+        node: &Node,
+        last_pulled_at: Option<i64>,
+    ) -> EngineResult<PullStream> {
         let mut snap = Snapshot::begin(self.pool.get()?)?;
         // The first read fixes the snapshot: it holds exactly the commits up to `upto`, since
         // sequence numbers are taken in commit order (docs/design.md).
@@ -489,7 +500,11 @@ impl PullStream {
                 if self.tables_written > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(serde_json::Value::from(table.as_str()).to_string().as_bytes());
+                out.extend_from_slice(
+                    serde_json::Value::from(table.as_str())
+                        .to_string()
+                        .as_bytes(),
+                );
                 out.extend_from_slice(b":{");
                 for earlier in &LISTS[..self.list] {
                     out.extend_from_slice(format!("\"{earlier}\":[],").as_bytes());
@@ -505,7 +520,9 @@ impl PullStream {
             self.first_in_list = false;
             if self.list == 2 {
                 out.extend_from_slice(
-                    serde_json::Value::from(e.entity_uuid.as_str()).to_string().as_bytes(),
+                    serde_json::Value::from(e.entity_uuid.as_str())
+                        .to_string()
+                        .as_bytes(),
                 );
             } else {
                 write_record(out, &e.entity_uuid, &e.data);

@@ -149,7 +149,9 @@ impl Snapshot {
     }
 
     pub fn conn(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("a snapshot holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a snapshot holds its connection until dropped")
     }
 }
 

@@ -29,3 +29,4 @@ mod slow_bodies;
 mod smoke;
 mod startup;
 mod tls;
+mod watermelon;
