@@ -12,7 +12,8 @@
 'use strict'
 
 const assert = require('node:assert/strict')
-const { execFileSync } = require('node:child_process')
+const { execFile } = require('node:child_process')
+const { promisify } = require('node:util')
 const crypto = require('node:crypto')
 
 // WatermelonDB logs through console; every message is kept, and `[Sync]` ones are failures.
@@ -177,31 +178,33 @@ async function unsynced(app) {
   return n
 }
 
-function desktop(...args) {
-  const out = execFileSync(NODE_BIN, ['--data-dir', DESKTOP, '--json', ...args], {
+// Asynchronous on purpose: a synchronous child process would stop the event loop, and fetch's
+// pooled connections would miss the server closing them while idle.
+async function desktop(...args) {
+  const { stdout } = await promisify(execFile)(NODE_BIN, ['--data-dir', DESKTOP, '--json', ...args], {
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
     env: { PATH: process.env.PATH, RUST_LOG: 'warn' },
   })
-  return out.trim() ? JSON.parse(out) : null
+  return stdout.trim() ? JSON.parse(stdout) : null
 }
 
 const desk = {
-  create: (table, data) => desktop('create', table, JSON.stringify(data)).uuid,
+  create: async (table, data) => (await desktop('create', table, JSON.stringify(data))).uuid,
   put: (table, id, data) => desktop('put', table, id, JSON.stringify(data)),
   remove: (table, id) => desktop('delete', table, id),
   get: (table, id) => desktop('get', table, id),
   sync: () => desktop('sync'),
-  contents(table) {
+  async contents(table) {
     const out = {}
-    for (const e of desktop('list', table)) out[e.entity_uuid] = pick(table, e.data)
+    for (const e of await desktop('list', table)) out[e.entity_uuid] = pick(table, e.data)
     return out
   },
 }
 
 async function assertConverged(apps, label) {
   for (const table of Object.keys(COLUMNS)) {
-    const hub = desk.contents(table)
+    const hub = await desk.contents(table)
     for (const app of apps) {
       assert.deepEqual(await contents(app, table), hub, `${label}: ${app.name} ${table} = desktop`)
       assert.equal(await unsynced(app), 0, `${label}: ${app.name} has nothing left to push`)
@@ -223,9 +226,9 @@ const scenarios = [
   [
     'first sync of an existing data set',
     async () => {
-      const projectId = desk.create('projects', { name: 'Home' })
-      for (let i = 0; i < 40; i++) desk.create('tasks', task(`desktop task ${i}`, i, { project_id: projectId }))
-      desk.sync()
+      const projectId = await desk.create('projects', { name: 'Home' })
+      for (let i = 0; i < 40; i++) await desk.create('tasks', task(`desktop task ${i}`, i, { project_id: projectId }))
+      await desk.sync()
       await sync(A)
       assert.equal(Object.keys(await contents(A, 'tasks')).length, 40)
       assert.deepEqual(await contents(A, 'projects'), { [projectId]: { name: 'Home' } })
@@ -245,9 +248,9 @@ const scenarios = [
       await update(A, 'tasks', existing[0], { title: 'renamed by A' })
       await remove(A, 'tasks', existing[1])
       await sync(A)
-      desk.sync()
-      assert.equal(desk.get('tasks', a1.id).data.title, 'from A')
-      assert.equal(desk.get('tasks', existing[0]).data.title, 'renamed by A')
+      await desk.sync()
+      assert.equal((await desk.get('tasks', a1.id)).data.title, 'from A')
+      assert.equal((await desk.get('tasks', existing[0])).data.title, 'renamed by A')
 
       // B shares A's token and has never synced: everything, A's record included, is `created`.
       await sync(B)
@@ -258,10 +261,10 @@ const scenarios = [
       assert.ok(!back.created.some((r) => r.id === a1.id), 'own record not sent as created')
       assert.ok(back.updated.some((r) => r.id === a1.id), 'own record comes back as updated')
 
-      const d1 = desk.create('tasks', task('from desktop', 200))
-      desk.put('tasks', a1.id, task('from A, edited on desktop', 100))
-      desk.remove('tasks', existing[2])
-      desk.sync()
+      const d1 = await desk.create('tasks', task('from desktop', 200))
+      await desk.put('tasks', a1.id, task('from A, edited on desktop', 100))
+      await desk.remove('tasks', existing[2])
+      await desk.sync()
       await sync(A)
       await sync(B)
       const b1 = await create(B, 'tasks', task('from B', 300))
@@ -269,11 +272,11 @@ const scenarios = [
       await sync(B)
       await sync(A)
       assert.ok(A.lastPull.changes.tasks.created.some((r) => r.id === b1.id), 'B\'s record is new to A')
-      desk.sync()
+      await desk.sync()
       await sync(A)
       await sync(B)
       await assertConverged([A, B], 'both ways')
-      assert.equal(desk.get('tasks', d1).data.done, true)
+      assert.equal((await desk.get('tasks', d1)).data.done, true)
       assert.equal((await contents(A, 'tasks'))[existing[2]], undefined)
       state.tasks = Object.keys(await contents(A, 'tasks')).sort()
     },
@@ -288,9 +291,9 @@ const scenarios = [
         await sync(A, {
           // The desktop changes the same record between A's pull and A's push.
           beforePush: async () => {
-            const current = desk.get('tasks', x).data
-            desk.put('tasks', x, { ...current, done: true })
-            desk.sync()
+            const current = (await desk.get('tasks', x)).data
+            await desk.put('tasks', x, { ...current, done: true })
+            await desk.sync()
           },
         })
       } catch (e) {
@@ -301,9 +304,9 @@ const scenarios = [
       assert.equal(refused.body.error, 'conflict')
       assert.ok((await unsynced(A)) > 0, 'nothing marked synced after a 409')
       await sync(A)
-      desk.sync()
+      await desk.sync()
       await sync(B)
-      const merged = desk.get('tasks', x).data
+      const merged = (await desk.get('tasks', x)).data
       assert.equal(merged.title, 'title by A')
       assert.equal(merged.done, true)
       await assertConverged([A, B], 'concurrent edit')
@@ -315,17 +318,17 @@ const scenarios = [
       const [y, z] = [state.tasks[4], state.tasks[5]]
       // A deletes y while the desktop edits it: A pulls the edit, then its deletion goes through.
       await remove(A, 'tasks', y)
-      desk.put('tasks', y, task('edited on desktop', 4))
-      desk.sync()
+      await desk.put('tasks', y, task('edited on desktop', 4))
+      await desk.sync()
       // The desktop deletes z while A edits it: the deletion reaches A, whose edit goes with it.
       await update(A, 'tasks', z, { title: 'edited by A' })
-      desk.remove('tasks', z)
-      desk.sync()
+      await desk.remove('tasks', z)
+      await desk.sync()
       await sync(A)
-      desk.sync()
+      await desk.sync()
       await sync(B)
-      assert.equal(desk.contents('tasks')[y], undefined)
-      assert.equal(desk.contents('tasks')[z], undefined)
+      assert.equal((await desk.contents('tasks'))[y], undefined)
+      assert.equal((await desk.contents('tasks'))[z], undefined)
       await assertConverged([A, B], 'delete against edit')
     },
   ],
@@ -347,9 +350,9 @@ const scenarios = [
       assert.match(String(failed), /answer lost/)
       assert.ok((await unsynced(A)) > 0)
       await sync(A) // pulls its own applied push back as `updated`, pushes again
-      desk.sync()
+      await desk.sync()
       await sync(B)
-      const all = desk.contents('tasks')
+      const all = await desk.contents('tasks')
       assert.equal(Object.values(all).filter((t) => t.title === 'answer lost').length, 1)
       assert.equal(all[lost.id].title, 'answer lost')
       await assertConverged([A, B], 'lost answer')
@@ -378,7 +381,7 @@ const scenarios = [
       assert.equal(B.lastPull.changes.tasks.created.length, 5000)
       console.log(`TIMING push of 5000 records (one synchronize): ${pushMs.toFixed(0)} ms`)
       console.log(`TIMING pull of 5000 records (one synchronize): ${pullMs.toFixed(0)} ms`)
-      desk.sync()
+      await desk.sync()
       await sync(A)
       await assertConverged([A, B], '5,000 records')
     },
@@ -413,7 +416,7 @@ const scenarios = [
       }
       assert.equal(Object.keys(await contents(A, 'tasks')).length, Object.keys(before).length + 2)
       await sync(A) // the right token: the two records go through
-      desk.sync()
+      await desk.sync()
       await sync(B)
       await assertConverged([A, B], 'after token errors')
     },
@@ -434,7 +437,7 @@ const scenarios = [
       console.log(`ok - ${name}`)
     } catch (e) {
       failed++
-      console.log(`not ok - ${name}\n${e && e.stack ? e.stack : e}`)
+      console.log(`not ok - ${name}\n${e && e.stack ? e.stack : e}${e && e.cause ? `\ncause: ${e.cause.stack || e.cause}` : ''}`)
     }
   }
   console.log(`${passed} passed, ${failed} failed`)
