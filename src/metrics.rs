@@ -98,10 +98,19 @@ struct RejectLabels {
     reason: Listed<RejectReason>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum NodeState {
     Active,
     Disabled,
+}
+
+impl EncodeLabelValue for NodeState {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            NodeState::Active => "active",
+            NodeState::Disabled => "disabled",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -109,10 +118,19 @@ struct NodeLabels {
     state: NodeState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ConnState {
     InUse,
     Idle,
+}
+
+impl EncodeLabelValue for ConnState {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            ConnState::InUse => "in_use",
+            ConnState::Idle => "idle",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -96,7 +96,8 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
                               request id on every line of a request
   RUST_LOG                    log filter (default info)
 
-A configuration error (a bad file key or variable, unusable TLS files) exits with status 78.";
+A configuration error (a bad file key or variable, a database URL of no known kind, unusable
+TLS files) exits with status 78; other errors with 1.";
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -144,18 +145,28 @@ pub fn main() -> ExitCode {
 }
 
 /// Exit status of a configuration problem (sysexits' `EX_CONFIG`): a configuration file or
-/// variable that is wrong, or TLS files that cannot be used. Distinct from 1 (any other
-/// failure, such as an unreachable database) so a supervisor can tell "fix the settings"
-/// from "try again": the systemd unit does not restart on it (`RestartPreventExitStatus=78`).
+/// variable that is wrong, a database URL of no known kind, or TLS files that cannot be used.
+/// Distinct from 1 (any other failure, such as an unreachable database) so a supervisor can
+/// tell "fix the settings" from "try again": the systemd unit does not restart on it
+/// (`RestartPreventExitStatus=78`).
 pub const EXIT_CONFIG: u8 = 78;
 
 fn exit_code_of(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    use crate::engine::EngineError;
     use crate::startup::StartupError;
+    use crate::store::StoreError;
+    let bad_url = |s: &StoreError| matches!(s, StoreError::Url(_));
+    let engine = |e: &EngineError| matches!(e, EngineError::Store(s) if bad_url(s));
     let config = e.is::<crate::config::ConfigError>()
-        || matches!(
-            e.downcast_ref::<StartupError>(),
-            Some(StartupError::Config(_) | StartupError::Tls(_) | StartupError::TlsConfig(_))
-        );
+        || e.downcast_ref::<StoreError>().is_some_and(bad_url)
+        || e.downcast_ref::<EngineError>().is_some_and(engine)
+        || match e.downcast_ref::<StartupError>() {
+            Some(StartupError::Config(_) | StartupError::Tls(_) | StartupError::TlsConfig(_)) => {
+                true
+            }
+            Some(StartupError::Engine(inner)) => engine(inner),
+            _ => false,
+        };
     if config {
         ExitCode::from(EXIT_CONFIG)
     } else {
