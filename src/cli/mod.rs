@@ -281,6 +281,11 @@ fn startup_warnings(settings: &Settings) -> Vec<String> {
                 .into(),
         );
     }
+    if !loopback && settings.server.metrics_open {
+        out.push(format!(
+            "GET /metrics is open (STARSYNC_METRICS_OPEN) on {bind}: anyone who can reach this              server can read its node counts and traffic; keep it on a private network, or unset              it and give the scraper the admin token"
+        ));
+    }
     out
 }
 
