@@ -10,7 +10,6 @@
 //! never a string typed at the call site.
 
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -163,7 +162,7 @@ pub struct Metrics {
     /// notification module increments it when a stream opens and decrements it when it closes
     /// (`inc()` / `dec()`, e.g. from a drop guard, so a dropped connection is counted out too);
     /// nothing else sets it.
-    pub event_streams_open: Gauge<i64, AtomicI64>,
+    pub event_streams_open: Gauge,
     /// The last node and pending figures and when they were computed ([`HUB_GAUGES_TTL`]).
     hub_cache: Mutex<Option<(Instant, HubGauges)>>,
 }
