@@ -424,6 +424,13 @@ impl Settings {
                 "database.pool_size must be at least 1".into(),
             ));
         }
+        // A URL of no known kind is a setting to fix, found before anything opens a database
+        // (an unreachable database, by contrast, is a failure worth retrying).
+        if let Err(e) = crate::store::DbUrl::parse(&self.database_url()) {
+            return Err(ConfigError::Invalid(format!(
+                "DATABASE_URL (database.url): {e}"
+            )));
+        }
         Ok(())
     }
 

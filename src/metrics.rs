@@ -34,8 +34,8 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// Why: they come from `store::pending::counts`, which streams the whole change log once
 /// (0.16 s for 1,000 nodes each 100,000 changes behind; docs/design.md). Several Prometheus
 /// servers, or a scrape every second, must not turn that into a steady load on the database:
-/// within this window a scrape reuses the last figures, and concurrent scrapes wait for the
-/// one computing them instead of computing again.
+/// within this window a scrape reuses the last figures, and while one scrape computes them
+/// the others serve the previous ones instead of computing again (or waiting).
 pub const HUB_GAUGES_TTL: Duration = Duration::from_secs(5);
 
 /// How an exchange ended: its packet applied, recognised as a duplicate, or refused with an
@@ -158,6 +158,7 @@ pub struct Metrics {
     pool: Family<PoolLabels, Gauge>,
     pool_size: Gauge,
     writers_waiting: Gauge,
+    hub_failures: Counter,
     /// Event streams (Server-Sent Events) open now: `starsync_event_streams_open`. The live
     /// notification module increments it when a stream opens and decrements it when it closes
     /// (`inc()` / `dec()`, e.g. from a drop guard, so a dropped connection is counted out too);
@@ -165,6 +166,8 @@ pub struct Metrics {
     pub event_streams_open: Gauge,
     /// The last node and pending figures and when they were computed ([`HUB_GAUGES_TTL`]).
     hub_cache: Mutex<Option<(Instant, HubGauges)>>,
+    /// Held by the one scrape computing the figures.
+    hub_computing: Mutex<()>,
 }
 
 impl Metrics {
@@ -240,6 +243,13 @@ impl Metrics {
              same database queue on the database's lock and are not counted here)",
             writers_waiting.clone(),
         );
+        let hub_failures = Counter::default();
+        registry.register(
+            "hub_gauge_failures",
+            "Scrapes that could not read the node and pending figures from the database (the \
+             previous figures were served)",
+            hub_failures.clone(),
+        );
         let event_streams_open = Gauge::default();
         registry.register(
             "event_streams_open",
@@ -274,8 +284,10 @@ impl Metrics {
             pool,
             pool_size,
             writers_waiting,
+            hub_failures,
             event_streams_open,
             hub_cache: Mutex::new(None),
+            hub_computing: Mutex::new(()),
         }
     }
 
@@ -349,16 +361,28 @@ impl Metrics {
     /// The metrics in the Prometheus text format, after reading the gauges that live in the
     /// database and the pool. Blocking (it may query the database): call it off the async
     /// workers.
+    ///
+    /// When the database cannot give the node and pending figures, the scrape still answers,
+    /// with the previous figures and `starsync_hub_gauge_failures_total` counting it: the
+    /// counters matter most exactly when the database is in trouble.
     pub fn render(&self, engine: &Engine) -> EngineResult<String> {
-        let hub = self.hub_gauges(engine)?;
-        for (state, n) in [
-            (NodeState::Active, hub.nodes_active),
-            (NodeState::Disabled, hub.nodes_disabled),
-        ] {
-            self.nodes.get_or_create(&NodeLabels { state }).set(n);
+        match self.hub_gauges(engine) {
+            Ok(Some(hub)) => {
+                for (state, n) in [
+                    (NodeState::Active, hub.nodes_active),
+                    (NodeState::Disabled, hub.nodes_disabled),
+                ] {
+                    self.nodes.get_or_create(&NodeLabels { state }).set(n);
+                }
+                self.pending_total.set(hub.pending_total);
+                self.pending_max.set(hub.pending_max);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.hub_failures.inc();
+                tracing::warn!(error = %e, "metrics: node and pending figures unavailable");
+            }
         }
-        self.pending_total.set(hub.pending_total);
-        self.pending_max.set(hub.pending_max);
         let pool = engine.pool_state();
         let idle = i64::from(pool.idle_connections);
         for (state, n) in [
@@ -377,18 +401,30 @@ impl Metrics {
         Ok(out)
     }
 
-    /// The node and pending figures, computed at most once per [`HUB_GAUGES_TTL`].
-    fn hub_gauges(&self, engine: &Engine) -> EngineResult<HubGauges> {
-        // Held while computing: a concurrent scrape waits and reuses the result.
-        let mut cache = self.hub_cache.lock();
-        if let Some((at, gauges)) = cache.as_ref() {
-            if at.elapsed() < HUB_GAUGES_TTL {
-                return Ok(*gauges);
-            }
+    /// The node and pending figures, computed at most once per [`HUB_GAUGES_TTL`]; `None`
+    /// when another scrape is computing them and there are earlier ones (left as they are).
+    fn hub_gauges(&self, engine: &Engine) -> EngineResult<Option<HubGauges>> {
+        let cached = *self.hub_cache.lock();
+        let fresh = |c: Option<(Instant, HubGauges)>| {
+            c.filter(|(at, _)| at.elapsed() < HUB_GAUGES_TTL)
+                .map(|(_, g)| g)
+        };
+        if let Some(g) = fresh(cached) {
+            return Ok(Some(g));
+        }
+        let _computing = match self.hub_computing.try_lock() {
+            Some(guard) => guard,
+            None if cached.is_some() => return Ok(None),
+            // The first figures: wait for the scrape computing them.
+            None => self.hub_computing.lock(),
+        };
+        // Computed meanwhile by the scrape we waited for?
+        if let Some(g) = fresh(*self.hub_cache.lock()) {
+            return Ok(Some(g));
         }
         let gauges = engine.hub_gauges()?;
-        *cache = Some((Instant::now(), gauges));
-        Ok(gauges)
+        *self.hub_cache.lock() = Some((Instant::now(), gauges));
+        Ok(Some(gauges))
     }
 }
 
@@ -401,6 +437,51 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
         out
+    }
+
+    #[test]
+    fn a_scrape_answers_with_the_previous_figures_when_the_database_cannot_count() {
+        use diesel::connection::SimpleConnection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("hub.db").display().to_string();
+        let env = std::collections::HashMap::from([("DATABASE_URL".to_string(), url)]);
+        let settings =
+            crate::config::Settings::load_from(std::path::Path::new("/nonexistent"), &env).unwrap();
+        let engine = Engine::open(std::sync::Arc::new(settings), &"a".repeat(40)).unwrap();
+        engine
+            .register(starsync_protocol::api::RegisterRequest {
+                code: "M-1".into(),
+                name: None,
+                description: None,
+            })
+            .unwrap();
+        let m = Metrics::new("sqlite");
+        let text = m.render(&engine).unwrap();
+        assert!(
+            text.contains("starsync_nodes{state=\"active\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("starsync_hub_gauge_failures_total 0"),
+            "{text}"
+        );
+
+        // The figures are due again, and the database can no longer count nodes.
+        let old = Instant::now().checked_sub(2 * HUB_GAUGES_TTL).unwrap();
+        m.hub_cache.lock().as_mut().unwrap().0 = old;
+        engine
+            .read(|c| Ok(c.batch_execute("ALTER TABLE sync_nodes RENAME TO gone")?))
+            .unwrap();
+        let text = m.render(&engine).unwrap();
+        assert!(
+            text.contains("starsync_hub_gauge_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("starsync_nodes{state=\"active\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("starsync_exchanges_total{outcome=\"applied\"} 0"));
     }
 
     #[test]

@@ -152,21 +152,12 @@ pub fn main() -> ExitCode {
 pub const EXIT_CONFIG: u8 = 78;
 
 fn exit_code_of(e: &(dyn std::error::Error + 'static)) -> ExitCode {
-    use crate::engine::EngineError;
     use crate::startup::StartupError;
-    use crate::store::StoreError;
-    let bad_url = |s: &StoreError| matches!(s, StoreError::Url(_));
-    let engine = |e: &EngineError| matches!(e, EngineError::Store(s) if bad_url(s));
     let config = e.is::<crate::config::ConfigError>()
-        || e.downcast_ref::<StoreError>().is_some_and(bad_url)
-        || e.downcast_ref::<EngineError>().is_some_and(engine)
-        || match e.downcast_ref::<StartupError>() {
-            Some(StartupError::Config(_) | StartupError::Tls(_) | StartupError::TlsConfig(_)) => {
-                true
-            }
-            Some(StartupError::Engine(inner)) => engine(inner),
-            _ => false,
-        };
+        || matches!(
+            e.downcast_ref::<StartupError>(),
+            Some(StartupError::Config(_) | StartupError::Tls(_) | StartupError::TlsConfig(_))
+        );
     if config {
         ExitCode::from(EXIT_CONFIG)
     } else {

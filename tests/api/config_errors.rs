@@ -125,6 +125,17 @@ fn configuration_errors_exit_78_in_every_output_mode() {
     assert_eq!(out.status.code(), Some(EX_CONFIG));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mysql"));
 
+    // An unreachable database is worth retrying: status 1, not 78.
+    let (out, _) = run(
+        dir.path(),
+        "",
+        &["serve"],
+        &[("DATABASE_URL", "postgres://starsync:x@127.0.0.1:1/starsync")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+
     // Other failures keep status 1: an admin command where there is no database.
     let (out, _) = run(dir.path(), "", &["status"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
