@@ -194,8 +194,25 @@ impl Strategy {
 #[serde(deny_unknown_fields)]
 pub struct ConflictSettings {
     pub default: Strategy,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "type_rules")]
     pub types: BTreeMap<String, TypeRules>,
+}
+
+/// The `[conflicts.types.<Type>]` tables, whose names must be entity type names: checked while
+/// reading the file, so the error names the file like any other bad key.
+fn type_rules<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, TypeRules>, D::Error> {
+    let types = BTreeMap::<String, TypeRules>::deserialize(d)?;
+    for name in types.keys() {
+        if let Err(e) = starsync_protocol::EntityType::parse(name) {
+            return Err(serde::de::Error::custom(format!(
+                "[conflicts.types.{name}] does not name an entity type: {}",
+                e.message
+            )));
+        }
+    }
+    Ok(types)
 }
 
 /// Rules for one entity type.
@@ -411,13 +428,6 @@ impl Settings {
                  STARSYNC_TLS_KEY (server.tls_cert and server.tls_key), or neither for plain HTTP"
                     .into(),
             ));
-        }
-        for name in self.conflicts.types.keys() {
-            if starsync_protocol::EntityType::parse(name).is_err() {
-                return Err(ConfigError::Invalid(format!(
-                    "[conflicts.types.{name}]: {name:?} is not a valid entity type name"
-                )));
-            }
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid(
@@ -781,6 +791,11 @@ mod tests {
                 "[server]\nlog_format = \"xml\"\n",
                 "server.log_format",
                 "`json`",
+            ),
+            (
+                "[conflicts.types.\"Bad Name\"]\nimmutable = true\n",
+                "conflicts.types",
+                "must match ^[A-Za-z][A-Za-z0-9_]{0,63}$",
             ),
         ] {
             let (file, result) = load_file(toml);
