@@ -20,6 +20,14 @@ pub enum ConfigError {
     },
     #[error("configuration file {path} is not valid TOML: {message}")]
     Parse { path: String, message: String },
+    /// A key of a configuration file that is unknown, of the wrong type or out of its allowed
+    /// values: names the file and the dotted key, and says what is allowed.
+    #[error("configuration file {file}: {key}: {message}")]
+    Key {
+        file: String,
+        key: String,
+        message: String,
+    },
     #[error("environment variable {var}={value:?} is invalid: {message}")]
     Env {
         var: &'static str,
@@ -75,6 +83,35 @@ pub struct ServerSettings {
     /// PEM private key of `tls_cert`. Both files are read again on SIGHUP.
     #[serde(default)]
     pub tls_key: String,
+    /// `GET /metrics` without the admin token, for a scraper on a private network that should
+    /// not hold the token that manages every node.
+    #[serde(default)]
+    pub metrics_open: bool,
+    /// `text` for people, `json` for a log collector: one JSON object per line.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`server.log_format`, `STARSYNC_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// and `span` with the `request_id` on every line logged while handling a request.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 fn default_max_entity_bytes() -> usize {
@@ -157,8 +194,25 @@ impl Strategy {
 #[serde(deny_unknown_fields)]
 pub struct ConflictSettings {
     pub default: Strategy,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "type_rules")]
     pub types: BTreeMap<String, TypeRules>,
+}
+
+/// The `[conflicts.types.<Type>]` tables, whose names must be entity type names: checked while
+/// reading the file, so the error names the file like any other bad key.
+fn type_rules<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, TypeRules>, D::Error> {
+    let types = BTreeMap::<String, TypeRules>::deserialize(d)?;
+    for name in types.keys() {
+        if let Err(e) = starsync_protocol::EntityType::parse(name) {
+            return Err(serde::de::Error::custom(format!(
+                "[conflicts.types.{name}] does not name an entity type: {}",
+                e.message
+            )));
+        }
+    }
+    Ok(types)
 }
 
 /// Rules for one entity type.
@@ -210,22 +264,19 @@ impl Settings {
                 "built-in defaults".to_string(),
             ),
         };
-        let mut merged = parse_toml(&base_text, &base_name)?;
+        let base = parse_toml(&base_text, &base_name)?;
+        let mut merged = base.clone();
+        let mut layers = vec![(base_name, base)];
         if let Some(path) = env.get("STARSYNC_CONFIG").filter(|p| !p.is_empty()) {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: PathBuf::from(path),
                 source,
             })?;
             let overlay = parse_toml(&text, path)?;
-            merge(&mut merged, overlay);
+            merge(&mut merged, overlay.clone());
+            layers.push((path.clone(), overlay));
         }
-        let mut settings: Settings =
-            merged
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: "merged configuration".into(),
-                    message: e.to_string(),
-                })?;
+        let mut settings = deserialize_layers(merged, &layers)?;
         settings.apply_env(env)?;
         settings.validate()?;
         Ok(settings)
@@ -254,18 +305,29 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_ADMIN_TOKEN") {
             self.server.admin_token = v.clone();
         }
+        fn boolean(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" | "" => Ok(false),
+                _ => Err(ConfigError::Env {
+                    var,
+                    value: v.to_string(),
+                    message: "expected true or false".into(),
+                }),
+            }
+        }
         if let Some(v) = get(env, "STARSYNC_OPEN_REGISTRATION") {
-            self.server.open_registration = match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" | "" => false,
-                _ => {
-                    return Err(ConfigError::Env {
-                        var: "STARSYNC_OPEN_REGISTRATION",
-                        value: v.clone(),
-                        message: "expected true or false".into(),
-                    })
-                }
-            };
+            self.server.open_registration = boolean("STARSYNC_OPEN_REGISTRATION", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_METRICS_OPEN") {
+            self.server.metrics_open = boolean("STARSYNC_METRICS_OPEN", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_LOG_FORMAT") {
+            self.server.log_format = LogFormat::parse(v).ok_or(ConfigError::Env {
+                var: "STARSYNC_LOG_FORMAT",
+                value: v.clone(),
+                message: "expected text or json".into(),
+            })?;
         }
         if let Some(v) = get(env, "STARSYNC_BATCH_SIZE") {
             self.sync.batch_size = num("STARSYNC_BATCH_SIZE", v)?;
@@ -367,17 +429,17 @@ impl Settings {
                     .into(),
             ));
         }
-        for name in self.conflicts.types.keys() {
-            if starsync_protocol::EntityType::parse(name).is_err() {
-                return Err(ConfigError::Invalid(format!(
-                    "[conflicts.types.{name}]: {name:?} is not a valid entity type name"
-                )));
-            }
-        }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid(
                 "database.pool_size must be at least 1".into(),
             ));
+        }
+        // A URL of no known kind is a setting to fix, found before anything opens a database
+        // (an unreachable database, by contrast, is a failure worth retrying).
+        if let Err(e) = crate::store::DbUrl::parse(&self.database_url()) {
+            return Err(ConfigError::Invalid(format!(
+                "DATABASE_URL (database.url): {e}"
+            )));
         }
         Ok(())
     }
@@ -479,6 +541,71 @@ fn parse_toml(text: &str, name: &str) -> Result<toml::Value, ConfigError> {
             path: name.to_string(),
             message: e.to_string(),
         })
+}
+
+/// The merged layers as [`Settings`]; an error names the dotted key
+/// (`conflicts.types.Task.strategy`) and the file that set it, and keeps serde's account of what
+/// is allowed (`expected one of ...`).
+///
+/// Why the path is tracked: serde's own error on the merged table said only "unknown variant",
+/// and with two files and a dozen tables an operator had to guess where.
+fn deserialize_layers(
+    merged: toml::Value,
+    layers: &[(String, toml::Value)],
+) -> Result<Settings, ConfigError> {
+    serde_path_to_error::deserialize(merged).map_err(|e| {
+        let mut segments: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = e.into_inner().message().trim().to_string();
+        // The path of an unknown key usually ends with the key; when it stops at the table,
+        // name the key itself.
+        if let Some(unknown) = unknown_field(&message) {
+            if segments.last().map(String::as_str) != Some(unknown) {
+                segments.push(unknown.to_string());
+            }
+        }
+        let file = layers
+            .iter()
+            // The last of the layers that define the most of the path (`max_by_key` keeps the
+            // last maximum): the overlay wins over the defaults, as in the merge.
+            .max_by_key(|(_, table)| defined_depth(table, &segments))
+            .map_or_else(|| "configuration".to_string(), |(name, _)| name.clone());
+        ConfigError::Key {
+            file,
+            key: if segments.is_empty() {
+                "(top level)".into()
+            } else {
+                segments.join(".")
+            },
+            message,
+        }
+    })
+}
+
+/// The key named by serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+/// How many leading segments of `path` the table defines (the layer that defines the most of
+/// it is the one that set the key; the last such layer when several do).
+fn defined_depth(table: &toml::Value, path: &[String]) -> usize {
+    let mut at = table;
+    for (depth, key) in path.iter().enumerate() {
+        match at.get(key.as_str()) {
+            Some(next) => at = next,
+            None => return depth,
+        }
+    }
+    path.len()
 }
 
 /// Recursive table merge: values in `overlay` replace those in `base`.
@@ -629,6 +756,81 @@ mod tests {
         let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
         let files = s.tls_files().unwrap();
         assert_eq!(files.key, PathBuf::from("/etc/starsync/key.pem"));
+    }
+
+    /// Loads the built-in defaults under `toml` (as the STARSYNC_CONFIG file `extra.toml`).
+    fn load_file(toml: &str) -> (String, Result<Settings, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.toml");
+        std::fs::write(&file, toml).unwrap();
+        let name = file.display().to_string();
+        let env = HashMap::from([("STARSYNC_CONFIG".to_string(), name.clone())]);
+        (name, Settings::load_from(Path::new("/nonexistent"), &env))
+    }
+
+    #[test]
+    fn a_bad_key_in_a_file_names_the_file_the_dotted_key_and_what_is_allowed() {
+        for (toml, key, allowed) in [
+            (
+                "[conflicts.types.Task]\nstrategy = \"bogus\"\n",
+                "conflicts.types.Task.strategy",
+                "`server_wins`",
+            ),
+            ("[server]\nbnid = \"0.0.0.0:1\"\n", "server.bnid", "`bind`"),
+            (
+                "[sync]\nbatch_size = \"many\"\n",
+                "sync.batch_size",
+                "expected",
+            ),
+            (
+                "[conflicts.types.Task]\nimmutable = \"yes\"\n",
+                "conflicts.types.Task.immutable",
+                "a boolean",
+            ),
+            (
+                "[server]\nlog_format = \"xml\"\n",
+                "server.log_format",
+                "`json`",
+            ),
+            (
+                "[conflicts.types.\"Bad Name\"]\nimmutable = true\n",
+                "conflicts.types",
+                "must match ^[A-Za-z][A-Za-z0-9_]{0,63}$",
+            ),
+        ] {
+            let (file, result) = load_file(toml);
+            let text = result.unwrap_err().to_string();
+            assert!(
+                text.starts_with(&format!("configuration file {file}: {key}: ")),
+                "{toml}: {text}"
+            );
+            assert!(text.contains(allowed), "{toml}: {text}");
+        }
+    }
+
+    #[test]
+    fn metrics_open_and_log_format_come_from_file_or_environment() {
+        let (_, s) = load_file("[server]\nmetrics_open = true\nlog_format = \"json\"\n");
+        let s = s.unwrap();
+        assert!(s.server.metrics_open);
+        assert_eq!(s.server.log_format, LogFormat::Json);
+        let s = load_env(&[]).unwrap();
+        assert!(!s.server.metrics_open);
+        assert_eq!(s.server.log_format, LogFormat::Text);
+        let s = load_env(&[
+            ("STARSYNC_METRICS_OPEN", "true"),
+            ("STARSYNC_LOG_FORMAT", "JSON"),
+        ])
+        .unwrap();
+        assert!(s.server.metrics_open);
+        assert_eq!(s.server.log_format, LogFormat::Json);
+        for (var, value) in [
+            ("STARSYNC_METRICS_OPEN", "maybe"),
+            ("STARSYNC_LOG_FORMAT", "xml"),
+        ] {
+            let err = load_env(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod tls;

@@ -13,6 +13,7 @@ use crate::api;
 use crate::api::extract::BodyDeadline;
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::tls::ReloadableCert;
 use starsync_protocol::api::ErrorBody;
 use starsync_protocol::ErrorCode;
@@ -46,6 +47,9 @@ pub struct Application {
     port: u16,
     server: Server,
     pub engine: web::Data<Engine>,
+    /// This server's metrics (`GET /metrics`); modules that record their own (the event
+    /// streams' gauge) take them from here or from the app data.
+    pub metrics: web::Data<Metrics>,
     pub admin_token_source: AdminTokenSource,
     /// Open connections served at once (`server.max_connections`, lowered to fit the open-file
     /// limit).
@@ -86,10 +90,12 @@ impl Application {
                 .map_err(|e| StartupError::Io(std::io::Error::other(e.to_string())))??
         };
         let engine = web::Data::new(engine);
+        let metrics = web::Data::new(Metrics::new(backend_name(&settings)));
         let budget = web::Data::new(api::budget::MemoryBudget::new(&settings));
         let port = listener.local_addr()?.port();
         set_backlog(&listener);
         let data = engine.clone();
+        let app_metrics = metrics.clone();
         let body_deadline = BodyDeadline::from_settings(&settings.server);
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -103,8 +109,12 @@ impl Application {
                 .app_data(data.clone())
                 .app_data(body_deadline)
                 .app_data(budget.clone())
+                .app_data(app_metrics.clone())
                 .wrap(actix_web::middleware::from_fn(api::middleware::guard))
-                .wrap(tracing_actix())
+                // Outermost: the request's span covers the guard and every handler.
+                .wrap(actix_web::middleware::from_fn(
+                    api::middleware::request_span,
+                ))
                 .configure(api::configure)
                 .default_service(web::to(not_found))
         })
@@ -127,6 +137,7 @@ impl Application {
             port,
             server,
             engine,
+            metrics,
             admin_token_source,
             max_connections,
             tls,
@@ -232,9 +243,12 @@ fn set_backlog(listener: &TcpListener) {
     }
 }
 
-/// Request logging without headers or bodies (tokens and packet content never reach logs).
-fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%r %s %Dms").log_target("starsync::http")
+/// The database backend's name for the build info metric.
+fn backend_name(settings: &Settings) -> &'static str {
+    match crate::store::DbUrl::parse(&settings.database_url()) {
+        Ok(crate::store::DbUrl::Postgres(_)) => "postgres",
+        _ => "sqlite",
+    }
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {

@@ -33,6 +33,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The error code this error is answered with.
+    pub fn code(&self) -> ErrorCode {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, ErrorCode) {
         use EngineError as E;
         match self {

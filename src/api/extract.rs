@@ -145,14 +145,17 @@ pub fn is_json_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// Runs blocking engine work on actix's blocking pool.
+/// Runs blocking engine work on actix's blocking pool, inside the request's tracing span (a
+/// span does not follow work to another thread by itself), so the engine's log lines carry
+/// the request id.
 pub async fn blocking<T, F>(engine: &web::Data<Engine>, f: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&Engine) -> EngineResult<T> + Send + 'static,
 {
     let engine = engine.clone();
-    Ok(web::block(move || f(&engine)).await??)
+    let span = tracing::Span::current();
+    Ok(web::block(move || span.in_scope(|| f(&engine))).await??)
 }
 
 /// Authenticates the caller as the admin, off the async workers.

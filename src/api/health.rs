@@ -57,7 +57,10 @@ enum Found {
     ))]
 async fn health(engine: web::Data<Engine>) -> HttpResponse {
     let engine = engine.clone();
+    // In the request's span, like `extract::blocking`: a failed probe logs with the request id.
+    let span = tracing::Span::current();
     let check = move || {
+        let _in_span = span.enter();
         engine.check_database()?;
         Ok(match engine.write_failed_at() {
             Some(_) if engine.probe_write().is_ok() => Found::Ok,

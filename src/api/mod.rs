@@ -8,6 +8,7 @@ pub mod entities;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod middleware;
 pub mod nodes;
 pub mod openapi;
@@ -50,4 +51,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     entities::configure(cfg);
     dashboard::configure(cfg);
     openapi::configure(cfg);
+    metrics::configure(cfg);
 }

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, health, nodes, sync, watermelon};
+use super::{conflicts, entities, health, metrics, nodes, sync, watermelon};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -35,6 +35,7 @@ pub const NODE_TOKEN: &str = "node_token";
     paths(
         health::health,
         openapi_json,
+        metrics::metrics,
         sync::register,
         sync::exchange,
         sync::server_status,
@@ -109,6 +110,7 @@ const ERRORS: &[(&str, &[Answers])] = &[
         "watermelon_push",
         &[AUTH, BODY, &[(409, &[E::Conflict])], INTERNAL],
     ),
+    ("metrics", &[AUTH, INTERNAL]),
     ("server_status", &[AUTH, INTERNAL]),
     ("node_status", &[AUTH, NOT_FOUND, INTERNAL]),
     ("list_nodes", &[AUTH, INTERNAL]),

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,7 +12,8 @@ use super::budget::{
 };
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, content_length, parse_json, read_body};
-use crate::engine::{Engine, EngineError, EngineResult, ExchangeOutcome};
+use crate::engine::{Engine, EngineError, EngineResult, ExchangeOutcome, ReceiveReport};
+use crate::metrics::Metrics;
 use starsync_protocol::api::{
     ExchangeRequest, ExchangeResponse, NodeStatus, RegisterRequest, RegisterResponse, ServerStatus,
 };
@@ -63,9 +65,24 @@ async fn register(
 async fn exchange(
     engine: web::Data<Engine>,
     budget: web::Data<MemoryBudget>,
+    metrics: web::Data<Metrics>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
+    let started = Instant::now();
+    let result = answer_exchange(engine, budget, req, payload).await;
+    let recorded = result.as_ref().map(|(report, _)| report);
+    metrics.record_exchange(recorded.map_err(ApiError::code), started.elapsed());
+    result.map(|(_, answer)| answer)
+}
+
+/// The exchange itself; its report comes back beside the answer for the metrics.
+async fn answer_exchange(
+    engine: web::Data<Engine>,
+    budget: web::Data<MemoryBudget>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<(ReceiveReport, HttpResponse)> {
     let token = bearer(&req);
     let node = blocking(&engine, move |e| e.require_node(token.as_deref())).await?;
     let settings = engine.settings();
@@ -127,13 +144,14 @@ async fn exchange(
         processed_count: report.processed_count,
         error_count: report.error_count,
         conflict_count: report.conflict_count,
-        errors: report.errors,
-        conflicts: report.conflicts,
+        errors: report.errors.clone(),
+        conflicts: report.conflicts.clone(),
         message,
     };
-    Ok(HttpResponse::Ok()
+    let answer = HttpResponse::Ok()
         .content_type("application/json")
-        .body(AnswerBody::new(&fields, gz, answer_lease)))
+        .body(AnswerBody::new(&fields, gz, answer_lease));
+    Ok((report, answer))
 }
 
 /// The exchange envelope, borrowing `packet_data` from the body (no copy of a 16 MiB string).

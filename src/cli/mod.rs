@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{LogFormat, Settings};
 use crate::engine::Engine;
 use crate::startup::{AdminTokenSource, Application};
 
@@ -91,14 +91,32 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
   STARSYNC_TLS_CERT           PEM certificate chain: serve HTTPS (with STARSYNC_TLS_KEY); SIGHUP
                               reloads both files without a restart
   STARSYNC_TLS_KEY            PEM private key of STARSYNC_TLS_CERT
-  RUST_LOG                    log filter (default info)";
+  STARSYNC_METRICS_OPEN       true: GET /metrics answers without the admin token (default false)
+  STARSYNC_LOG_FORMAT         text (default) or json: one JSON object per log line, with the
+                              request id on every line of a request
+  RUST_LOG                    log filter (default info)
+
+A configuration error (a bad file key or variable, a database URL of no known kind, unusable
+TLS files) exits with status 78; other errors with 1.";
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     let json = cli.json;
-    match run(cli) {
+    let settings = Settings::load();
+    let log_format = match &settings {
+        Ok(s) => s.server.log_format,
+        // The configuration could not be read: the environment may still say how to log.
+        Err(_) => std::env::var("STARSYNC_LOG_FORMAT")
+            .ok()
+            .and_then(|v| LogFormat::parse(&v))
+            .unwrap_or_default(),
+    };
+    init_tracing(log_format);
+    let result = settings
+        .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        .and_then(|settings| run(cli, settings));
+    match result {
         Ok(code) => code,
         Err(e) => {
             if json {
@@ -106,28 +124,71 @@ pub fn main() -> ExitCode {
                     "{}",
                     serde_json::json!({"ok": false, "error": e.to_string()})
                 );
+            } else if log_format == LogFormat::Json {
+                // The same shape as the log lines, so a collector reading stderr gets one
+                // JSON object per line to the end.
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": starsync_protocol::now_ts(),
+                        "level": "ERROR",
+                        "target": "starsync",
+                        "fields": {"message": format!("error: {e}")},
+                    })
+                );
             } else {
                 eprintln!("error: {e}");
             }
-            ExitCode::FAILURE
+            exit_code_of(e.as_ref())
         }
     }
 }
 
-fn init_tracing() {
+/// Exit status of a configuration problem (sysexits' `EX_CONFIG`): a configuration file or
+/// variable that is wrong, a database URL of no known kind, or TLS files that cannot be used.
+/// Distinct from 1 (any other failure, such as an unreachable database) so a supervisor can
+/// tell "fix the settings" from "try again": the systemd unit does not restart on it
+/// (`RestartPreventExitStatus=78`).
+pub const EXIT_CONFIG: u8 = 78;
+
+fn exit_code_of(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    use crate::startup::StartupError;
+    let config = e.is::<crate::config::ConfigError>()
+        || matches!(
+            e.downcast_ref::<StartupError>(),
+            Some(StartupError::Config(_) | StartupError::Tls(_) | StartupError::TlsConfig(_))
+        );
+    if config {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Logs go to standard error, as text (colours only on a terminal) or one JSON object per line
+/// (`server.log_format`). JSON lines carry the current span (`span.request_id` while a request
+/// is handled) but not the list of enclosing spans, which would only repeat it.
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn run(cli: Cli) -> CliResult {
-    let settings = Settings::load()?;
+fn run(cli: Cli, settings: Settings) -> CliResult {
     match cli.command {
         Command::Serve => serve(settings),
         Command::Migrate => {
@@ -210,6 +271,11 @@ fn startup_warnings(settings: &Settings) -> Vec<String> {
              read every entity; set STARSYNC_OPEN_REGISTRATION=false unless this is a closed network"
                 .into(),
         );
+    }
+    if !loopback && settings.server.metrics_open {
+        out.push(format!(
+            "GET /metrics is open (STARSYNC_METRICS_OPEN) on {bind}: anyone who can reach this              server can read its node counts and traffic; keep it on a private network, or unset              it and give the scraper the admin token"
+        ));
     }
     out
 }

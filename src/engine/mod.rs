@@ -11,6 +11,7 @@ pub mod outbound;
 pub mod status;
 pub mod watermelon;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::store::{self, Pool, StoreError};
 
 pub use auth::Caller;
 pub use exchange::{ExchangeOutcome, ReceiveReport};
+pub use status::HubGauges;
 
 /// Engine errors. The API maps each variant to one status code and error code, in one place
 /// (`api::error`).
@@ -104,6 +106,9 @@ pub struct Engine {
     /// rotating over pooled connections, each found its cache stale after the others wrote).
     /// `None` after a failed transaction: the next write takes a fresh connection from the pool.
     pub(crate) writer: Mutex<Option<store::PooledConn>>,
+    /// Write transactions waiting for `writer` now (`starsync_writers_waiting` in /metrics):
+    /// one atomic add and subtract per write, so cheap enough to always keep.
+    writers_waiting: AtomicUsize,
     /// When this process's last write transaction failed for want of a working database (a
     /// full disk, a read-only file, a lost connection): `/health` answers 503 until a write
     /// succeeds. `None` while writes work.
@@ -149,6 +154,7 @@ impl Engine {
             server_code: ident.code,
             admin_token_hash: auth::sha256(admin_token),
             writer: Mutex::new(None),
+            writers_waiting: AtomicUsize::new(0),
             write_failed_at: Mutex::new(None),
             health: Mutex::new(None),
             health_url: None,
@@ -173,7 +179,9 @@ impl Engine {
         &self,
         f: impl FnOnce(&mut store::Conn) -> EngineResult<T>,
     ) -> EngineResult<T> {
+        self.writers_waiting.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.writer.lock();
+        self.writers_waiting.fetch_sub(1, Ordering::Relaxed);
         if slot.is_none() {
             match self.pool.get() {
                 Ok(c) => *slot = Some(c),
@@ -240,6 +248,16 @@ impl Engine {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Write transactions of this process waiting for their turn now.
+    pub fn writers_waiting(&self) -> usize {
+        self.writers_waiting.load(Ordering::Relaxed)
+    }
+
+    /// Connections of the pool: open, and idle among them (the writer's is never idle).
+    pub fn pool_state(&self) -> r2d2::State {
+        self.pool.state()
     }
 
     /// Runs `f` on a pooled connection (reads).

@@ -9,7 +9,34 @@ use starsync_protocol::api::{NodeStatus, PendingCount, ServerStatus};
 
 use super::{Caller, Engine, EngineError, EngineResult};
 
+/// Node counts and queue lengths of the whole hub, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubGauges {
+    pub nodes_active: i64,
+    pub nodes_disabled: i64,
+    /// Pending changes summed over every node (disabled ones too: their queues keep filling).
+    pub pending_total: i64,
+    /// The longest single queue.
+    pub pending_max: i64,
+}
+
 impl Engine {
+    /// [`HubGauges`], counted with the one-pass [`pending::counts`] (a scan of the change log:
+    /// callers should not run it on every request; `/metrics` caches it).
+    pub fn hub_gauges(&self) -> EngineResult<HubGauges> {
+        self.read(|c| {
+            let list = nodes::list(c)?;
+            let counts = pending::counts(c, &list)?;
+            let active = list.iter().filter(|n| n.active).count() as i64;
+            Ok(HubGauges {
+                nodes_active: active,
+                nodes_disabled: list.len() as i64 - active,
+                pending_total: counts.values().sum(),
+                pending_max: counts.values().copied().max().unwrap_or(0),
+            })
+        })
+    }
+
     /// Status of one node; the admin or the node itself may read it.
     pub fn node_status(&self, caller: &Caller, node_id: &str) -> EngineResult<NodeStatus> {
         if let Caller::Node(me) = caller {

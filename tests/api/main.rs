@@ -10,6 +10,7 @@ mod helpers;
 
 mod cli_offline;
 mod commit_order;
+mod config_errors;
 mod conflicts;
 mod dashboard;
 mod delivery;
@@ -17,7 +18,9 @@ mod entity_listing;
 mod hostile;
 mod http_errors;
 mod idempotency;
+mod json_logs;
 mod limits;
+mod metrics;
 mod multiprocess;
 mod node_cli;
 mod node_e2e;

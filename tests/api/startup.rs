@@ -647,6 +647,7 @@ fn risky_settings_are_warned_about_at_start() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("STARSYNC_BIND", "0.0.0.0:0")
         .env("STARSYNC_OPEN_REGISTRATION", "true")
+        .env("STARSYNC_METRICS_OPEN", "true")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -670,6 +671,7 @@ fn risky_settings_are_warned_about_at_start() {
         "{log}"
     );
     assert!(log.contains("open registration is on"), "{log}");
+    assert!(log.contains("GET /metrics is open"), "{log}");
 
     // The defaults (loopback, closed registration) start without warnings.
     let (mut child, _, log) = serve(dir.path());
