@@ -7,6 +7,7 @@
 //! cargo bench --bench sync -- --json out.json       # where the JSON goes (default target/bench/sync-<backend>.json)
 //! cargo bench --bench sync -- --only abuse-memory   # 50 max-size requests + 50 max-size answers at once
 //! cargo bench --bench sync -- --only abuse          # 10,000 slow connections (--slow N for another count)
+//! cargo bench --bench sync -- --only watermelon     # WatermelonDB: first pull of 100,000 records, a 5,000-record push
 //! ```
 //!
 //! It prints a table and writes JSON so figures can be compared between commits. The client
@@ -478,6 +479,7 @@ fn main() {
             match name.as_str() {
                 "abuse" => abuse_slow_connections(&opts, &mut r),
                 "abuse-memory" => abuse_memory(&opts),
+                "watermelon" => watermelon(&opts, n, batch, &mut r),
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -1438,4 +1440,87 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--only watermelon` (issue 10): a WatermelonDB first pull of the whole data set, streamed
+
+/// Ingests `n` entities from a packet node, then measures a WatermelonDB app's first pull of
+/// all of them (time, answer size, the server's peak RSS during the pull: the answer is
+/// streamed a page at a time, so it should not grow with `n`) and one push of 5,000 records.
+fn watermelon(opts: &Opts, n: usize, batch: usize, r: &mut Report) {
+    println!("WatermelonDB ({n} records)");
+    let server = Server::start(opts, batch);
+    let client = Client::new(&server.base);
+    let mut writer = client.register("writer");
+    let mut wire = Wire::default();
+    push(&client, &mut writer, n, batch, &mut wire);
+    let app = client.register("watermelon-app");
+    let before = server.peak_rss_mib();
+    server.reset_peak();
+    let start = Instant::now();
+    let resp = client
+        .agent
+        .get(&format!(
+            "{}/api/sync/watermelon/pull?last_pulled_at=null&schema_version=1&migration=null",
+            server.base
+        ))
+        .set("Authorization", &format!("Bearer {}", app.token))
+        .call()
+        .unwrap();
+    let mut text = Vec::new();
+    resp.into_reader().read_to_end(&mut text).unwrap();
+    let pull = start.elapsed();
+    let peak = server.peak_rss_mib();
+    let body: Value = serde_json::from_slice(&text).unwrap();
+    let created = body["changes"]["Estimate"]["created"].as_array().unwrap();
+    assert_eq!(created.len(), n, "the first pull carries every record");
+    let timestamp = body["timestamp"].as_i64().unwrap();
+    r.add(
+        "watermelon_first_pull_s",
+        &format!("first pull of {n} records"),
+        pull.as_secs_f64(),
+        "s",
+    );
+    r.add(
+        "watermelon_first_pull_mib",
+        "    answer size (JSON)",
+        text.len() as f64 / (1024.0 * 1024.0),
+        "MiB",
+    );
+    r.add(
+        "watermelon_server_rss_before_pull_mib",
+        "    server peak RSS before the pull (after ingest)",
+        before,
+        "MiB",
+    );
+    r.add(
+        "watermelon_first_pull_server_peak_rss_mib",
+        "    server peak RSS during the pull",
+        peak,
+        "MiB",
+    );
+    drop(body);
+    drop(text);
+
+    let records: Vec<Value> = (0..5000)
+        .map(|i| {
+            json!({"id": uuid::Uuid::new_v4().to_string(), "_status": "created", "_changed": "",
+                   "title": format!("bulk {i}"), "done": false, "position": i})
+        })
+        .collect();
+    let push_body =
+        json!({"changes": {"tasks": {"created": records, "updated": [], "deleted": []}},
+                           "last_pulled_at": timestamp})
+        .to_string();
+    let start = Instant::now();
+    let (s, b) = client.post("/api/sync/watermelon/push", &app.token, &push_body);
+    let t = start.elapsed();
+    assert_eq!(s, 200, "{b}");
+    r.add(
+        "watermelon_push_5000_s",
+        "push of 5,000 records (one request)",
+        t.as_secs_f64(),
+        "s",
+    );
 }

@@ -417,6 +417,18 @@ fn the_pull_is_gzipped_when_the_client_accepts_it_and_cursors_survive_a_restart(
 
 /// A GET over a plain socket: the answer's head and its body (chunked transfer undone).
 fn raw_get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
+    raw_get_pausing(app, path, headers, 0, || {})
+}
+
+/// [`raw_get`], running `meanwhile` after the first `first` bytes of the answer arrived and
+/// before reading the rest.
+fn raw_get_pausing(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+    first: usize,
+    meanwhile: impl FnOnce(),
+) -> (String, Vec<u8>) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", app.port)).unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -425,7 +437,9 @@ fn raw_get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (String, Vec<
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
-    let mut all = Vec::new();
+    let mut all = vec![0; first];
+    s.read_exact(&mut all).unwrap();
+    meanwhile();
     s.read_to_end(&mut all).unwrap();
     let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&all[..at]).into_owned();
@@ -448,6 +462,62 @@ fn raw_get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (String, Vec<
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
     }
+}
+
+#[test]
+fn a_pull_answers_from_one_snapshot_while_the_data_changes_under_it() {
+    let app = TestApp::spawn();
+    let wm = app.register("APP");
+    let mut desk = app.register("DESK");
+    // Far more than the socket buffers hold, so the server is still writing the answer while
+    // the desktop changes the data.
+    let filler = "x".repeat(4000);
+    let ids: Vec<String> = (0..4000).map(|_| new_uuid()).collect();
+    for chunk in ids.chunks(100) {
+        desk.sync(
+            &app,
+            chunk
+                .iter()
+                .map(|u| upsert("tasks", u, 0, json!({"title": "old", "pad": filler})))
+                .collect(),
+        );
+    }
+    // The entity with the newest change is in the last page of the answer.
+    let last = ids.last().unwrap().clone();
+    let fresh = new_uuid();
+    let (_, body) = raw_get_pausing(
+        &app,
+        "/api/sync/watermelon/pull?last_pulled_at=null",
+        &[("Authorization", &format!("Bearer {}", wm.token))],
+        64 * 1024,
+        || {
+            desk.sync(
+                &app,
+                vec![
+                    upsert("tasks", &last, 1, json!({"title": "new"})),
+                    upsert("tasks", &fresh, 0, json!({"title": "fresh"})),
+                ],
+            );
+        },
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let created = body["changes"]["tasks"]["created"].as_array().unwrap();
+    assert_eq!(
+        created.len(),
+        4000,
+        "every entity of the snapshot, none added"
+    );
+    let old = created.iter().find(|r| r["id"] == last.as_str()).unwrap();
+    assert_eq!(old["title"], "old", "the snapshot's state");
+    // The next pull brings exactly what changed meanwhile, each in the right list.
+    let (changes, _) = pull_ok(&app, &wm.token, body["timestamp"].as_i64());
+    assert_eq!(
+        changes,
+        json!({"tasks": table(
+            json!([{"id": fresh, "title": "fresh"}]),
+            json!([{"id": last, "title": "new"}]),
+            json!([]))})
+    );
 }
 
 /// What the end-to-end test needs: `node` and the installed packages.
