@@ -13,6 +13,7 @@ mod commit_order;
 mod conflicts;
 mod dashboard;
 mod delivery;
+mod entity_ids;
 mod entity_listing;
 mod hostile;
 mod http_errors;
