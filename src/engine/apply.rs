@@ -652,6 +652,9 @@ fn write_field_version(
         }
         return Ok(());
     }
+    // When the result is what the node sent, the node's own text is the state: data sent by a
+    // node is stored and forwarded byte for byte (key order, numbers), as without `fields`.
+    let data = if holds { c.data.to_string() } else { data };
     let field_versions = field_versions_after(e, &data, Some(ctx.node_id))?;
     // The state holds the newest edit of each field, so its time is the later of the two.
     let updated_at = match (
