@@ -10,8 +10,8 @@ use crate::config::{Strategy, TypeRules};
 use crate::store::models::{Entity, HistoryRow, QueueRow};
 use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::api::ConflictReport;
-use starsync_protocol::Strategy as WireStrategy;
 use starsync_protocol::fields;
+use starsync_protocol::Strategy as WireStrategy;
 use starsync_protocol::{
     self, Change, ChangeRejection, Operation, RejectReason, Resolution, ValidChange, Winner,
 };
@@ -767,12 +767,7 @@ pub fn field_versions_after(e: &Entity, data: &str, author: Option<&str>) -> Sto
         e.version + 1,
         author,
     )
-    .map_err(|m| {
-        StoreError::Corrupt(format!(
-            "entity {}/{}: {m}",
-            e.entity_type, e.entity_uuid
-        ))
-    })
+    .map_err(|m| StoreError::Corrupt(format!("entity {}/{}: {m}", e.entity_type, e.entity_uuid)))
 }
 
 /// Whether `node` authored the entity's current version and holds exactly that state: then a

@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(fv.last_change("anything"), &Stamp(4, Some("M".into())));
         let named = names(&["title", "status"]);
         assert_eq!(fv.overlapping(&named, 3, "N"), vec!["title", "status"]);
-        assert!(fv.overlapping(&named, 4, "N").is_empty(), "not after the base");
+        assert!(
+            fv.overlapping(&named, 4, "N").is_empty(),
+            "not after the base"
+        );
         assert!(
             fv.overlapping(&named, 3, "M").is_empty(),
             "the author's own change is not a conflict"

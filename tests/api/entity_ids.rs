@@ -16,7 +16,10 @@ fn non_uuid_ids_travel_between_two_node_processes() {
     init(a, &app.base, "A");
     init(b, &app.base, "B");
     for (i, id) in IDS.iter().enumerate() {
-        let v = ok(a, &["create", "Task", &format!(r#"{{"n": {i}}}"#), "--id", id]);
+        let v = ok(
+            a,
+            &["create", "Task", &format!(r#"{{"n": {i}}}"#), "--id", id],
+        );
         assert_eq!(v["uuid"], *id, "{v}");
     }
     // Ids are case-sensitive: `Task-1` is another entity than `task-1`.
@@ -34,7 +37,10 @@ fn non_uuid_ids_travel_between_two_node_processes() {
         assert_eq!(s, 200, "{id}: {body}");
         assert_eq!(body["entity_uuid"], *id);
     }
-    assert_eq!(ok(b, &["get", "Task", "Task-1"])["data"], json!({"n": "upper"}));
+    assert_eq!(
+        ok(b, &["get", "Task", "Task-1"])["data"],
+        json!({"n": "upper"})
+    );
     assert_eq!(ok(b, &["get", "Task", "task-1"])["data"], json!({"n": 0}));
 
     // B edits and deletes; A receives both.
@@ -128,6 +134,10 @@ fn admin_entity_routes_take_any_id_in_the_path() {
         assert_eq!(s, 200, "{id}: {body}");
         assert_eq!(body["data"], json!({ "id": id }));
     }
+    // Percent-encoded (as the dashboard's encodeURIComponent writes it) is the same id.
+    let (s, body) = app.get("/api/sync/entities/Task/ns%3Athing.1", Some(ADMIN));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["entity_uuid"], "ns:thing.1");
     let got = n.drain(&app);
     assert_eq!(got.len(), 4, "{got:?}");
     assert!(got.iter().any(|c| c["entity_uuid"] == "ns:thing.1"));

@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(changed_fields("{}", "{}").unwrap(), Vec::<String>::new());
         assert!(changed_fields("[]", "{}").is_none());
         // Numbers keep their identity as text: 1.0 and 1 differ, big ones compare exactly.
-        assert_eq!(changed_fields(r#"{"n":1}"#, r#"{"n":1.0}"#).unwrap(), vec!["n"]);
+        assert_eq!(
+            changed_fields(r#"{"n":1}"#, r#"{"n":1.0}"#).unwrap(),
+            vec!["n"]
+        );
         assert!(changed_fields(
             r#"{"n":18446744073709551616}"#,
             r#"{"n":18446744073709551616}"#

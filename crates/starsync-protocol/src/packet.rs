@@ -185,13 +185,20 @@ mod tests {
         let mut v = base();
         v["changes"][0]["fields"] = serde_json::json!(["x", "gone"]);
         let p = parse(&v).unwrap();
-        assert_eq!(p.changes[0].fields.as_deref(), Some(&["x".to_string(), "gone".to_string()][..]));
+        assert_eq!(
+            p.changes[0].fields.as_deref(),
+            Some(&["x".to_string(), "gone".to_string()][..])
+        );
         let text = serde_json::to_string(&p).unwrap();
         assert!(text.contains(r#""fields":["x","gone"]"#), "{text}");
         v["changes"][0]["fields"] = serde_json::Value::Null;
         assert!(parse(&v).unwrap().changes[0].fields.is_none());
         // A wrong JSON type is a malformed change, like any other field's (PROTOCOL §2).
-        for bad in [serde_json::json!("x"), serde_json::json!([1]), serde_json::json!({"x": 1})] {
+        for bad in [
+            serde_json::json!("x"),
+            serde_json::json!([1]),
+            serde_json::json!({"x": 1}),
+        ] {
             v["changes"][0]["fields"] = bad;
             assert!(parse(&v).is_err());
         }

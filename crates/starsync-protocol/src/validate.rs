@@ -417,10 +417,17 @@ mod tests {
             serde_json::json!([]),
             serde_json::Value::Null,
         ] {
-            assert!(validate_change(&with("UPDATE", ok.clone()), &clock).is_ok(), "{ok}");
+            assert!(
+                validate_change(&with("UPDATE", ok.clone()), &clock).is_ok(),
+                "{ok}"
+            );
         }
         for (op, bad, says) in [
-            ("UPDATE", serde_json::json!(["x", "y", "x"]), "names \"x\" twice"),
+            (
+                "UPDATE",
+                serde_json::json!(["x", "y", "x"]),
+                "names \"x\" twice",
+            ),
             ("INSERT", serde_json::json!(["x"]), "only for UPDATE"),
             ("DELETE", serde_json::json!([]), "only for UPDATE"),
         ] {

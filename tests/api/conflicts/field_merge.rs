@@ -39,7 +39,12 @@ fn disjoint_edits_merge_into_a_new_version_without_history() {
     let app = rules_app();
     let (mut a, mut b, u) = both_at_v1(&app, "Note", json!({"title": "t", "status": "open"}));
     // The admin renames it (version 2, the hub's); B, still at version 1, marks it done.
-    admin_put(&app, "Note", &u, json!({"title": "Renamed", "status": "open"}));
+    admin_put(
+        &app,
+        "Note",
+        &u,
+        json!({"title": "Renamed", "status": "open"}),
+    );
     let ex = b.sync(
         &app,
         vec![fields_update(
@@ -85,7 +90,10 @@ fn disjoint_edits_merge_into_a_new_version_without_history() {
         )],
     );
     no_conflict(&ex);
-    assert!(changes_for(&ex, &u).is_empty(), "A holds exactly what it sent");
+    assert!(
+        changes_for(&ex, &u).is_empty(),
+        "A holds exactly what it sent"
+    );
     let ex = b.sync(
         &app,
         vec![fields_update(
@@ -110,10 +118,20 @@ fn a_whole_document_change_still_conflicts_with_any_newer_version() {
     // changed only `status`.
     let app = rules_app();
     let (_a, mut b, u) = both_at_v1(&app, "Note", json!({"title": "t", "status": "open"}));
-    admin_put(&app, "Note", &u, json!({"title": "Renamed", "status": "open"}));
+    admin_put(
+        &app,
+        "Note",
+        &u,
+        json!({"title": "Renamed", "status": "open"}),
+    );
     let ex = b.sync(
         &app,
-        vec![upsert("Note", &u, 1, json!({"title": "t", "status": "done"}))],
+        vec![upsert(
+            "Note",
+            &u,
+            1,
+            json!({"title": "t", "status": "done"}),
+        )],
     );
     single_conflict(&ex, "Note", &u, "server_wins", 2);
     assert_eq!(
@@ -158,7 +176,10 @@ fn overlapping_fields_under_server_wins_keep_the_servers_values_and_apply_the_re
     let (mut a, mut b, u) = a_renamed(&app, "Note");
     let ex = b_overlaps(&app, &mut b, "Note", &u, &now());
     let id = single_conflict(&ex, "Note", &u, "server_wins", 2);
-    assert_eq!(ex.body["conflicts"][0]["conflict_resolution"], "server_wins:server");
+    assert_eq!(
+        ex.body["conflicts"][0]["conflict_resolution"],
+        "server_wins:server"
+    );
     let merged = json!({"title": "A", "status": "done", "note": "by A"});
     let e = entity_state(&app, "Note", &u);
     assert_eq!(e["version"], 3, "B's status applied anyway: {e}");
@@ -184,7 +205,10 @@ fn overlapping_fields_under_client_wins_take_the_nodes_values() {
     let (mut a, mut b, u) = a_renamed(&app, "Doc");
     let ex = b_overlaps(&app, &mut b, "Doc", &u, &now());
     let id = single_conflict(&ex, "Doc", &u, "client_wins", 2);
-    assert_eq!(ex.body["conflicts"][0]["conflict_resolution"], "client_wins:client");
+    assert_eq!(
+        ex.body["conflicts"][0]["conflict_resolution"],
+        "client_wins:client"
+    );
     let merged = json!({"title": "B", "status": "done", "note": "by A"});
     let e = entity_state(&app, "Doc", &u);
     assert_eq!(e["version"], 3);
@@ -211,9 +235,15 @@ fn overlapping_fields_under_timestamp_wins_go_to_the_later_edit() {
     let later = starsync_protocol::format_ts(chrono::Utc::now() + chrono::Duration::seconds(60));
     let ex = b_overlaps(&app, &mut b, "Stamp", &u, &later);
     single_conflict(&ex, "Stamp", &u, "timestamp_wins", 2);
-    assert_eq!(ex.body["conflicts"][0]["conflict_resolution"], "timestamp_wins:client");
+    assert_eq!(
+        ex.body["conflicts"][0]["conflict_resolution"],
+        "timestamp_wins:client"
+    );
     let e = entity_state(&app, "Stamp", &u);
-    assert_eq!(e["data"], json!({"title": "B", "status": "done", "note": "by A"}));
+    assert_eq!(
+        e["data"],
+        json!({"title": "B", "status": "done", "note": "by A"})
+    );
     assert_eq!(e["updated_at"], json!(later));
 
     // B's edit is older than A's: the server keeps the title, B's status still applies.
@@ -221,10 +251,19 @@ fn overlapping_fields_under_timestamp_wins_go_to_the_later_edit() {
     let (_a, mut b, u) = a_renamed(&app, "Stamp");
     let ex = b_overlaps(&app, &mut b, "Stamp", &u, "2020-01-01T00:00:00.000000Z");
     let id = single_conflict(&ex, "Stamp", &u, "timestamp_wins", 2);
-    assert_eq!(ex.body["conflicts"][0]["conflict_resolution"], "timestamp_wins:server");
+    assert_eq!(
+        ex.body["conflicts"][0]["conflict_resolution"],
+        "timestamp_wins:server"
+    );
     let e = entity_state(&app, "Stamp", &u);
-    assert_eq!(e["data"], json!({"title": "A", "status": "done", "note": "by A"}));
-    assert_ne!(e["updated_at"], "2020-01-01T00:00:00.000000Z", "time never goes back");
+    assert_eq!(
+        e["data"],
+        json!({"title": "A", "status": "done", "note": "by A"})
+    );
+    assert_ne!(
+        e["updated_at"], "2020-01-01T00:00:00.000000Z",
+        "time never goes back"
+    );
     assert_auto_row(
         &history(&app, &u)[0],
         &id,
@@ -241,7 +280,10 @@ fn overlapping_fields_under_manual_stay_pending_until_an_admin_resolves() {
     let (mut a, mut b, u) = a_renamed(&app, "Ticket");
     let ex = b_overlaps(&app, &mut b, "Ticket", &u, &now());
     let id = single_conflict(&ex, "Ticket", &u, "manual", 2);
-    assert_eq!(ex.body["conflicts"][0]["conflict_resolution"], "manual:pending");
+    assert_eq!(
+        ex.body["conflicts"][0]["conflict_resolution"],
+        "manual:pending"
+    );
     let kept = json!({"title": "A", "status": "done", "note": "by A"});
     assert_eq!(entity_state(&app, "Ticket", &u)["data"], kept);
     assert_eq!(one_back(&ex, &u)["data"], kept);
@@ -306,7 +348,13 @@ fn priority_values_act_on_overlapping_fields() {
     a_updates(
         &app,
         &mut a,
-        fields_update("Task", &u, 1, json!({"status": "blocked", "title": "t"}), &["status"]),
+        fields_update(
+            "Task",
+            &u,
+            1,
+            json!({"status": "blocked", "title": "t"}),
+            &["status"],
+        ),
     );
     let ex = b.sync(
         &app,
@@ -333,7 +381,13 @@ fn priority_values_act_on_overlapping_fields() {
     a_updates(
         &app,
         &mut a,
-        fields_update("DoneDoc", &u, 1, json!({"status": "done", "title": "t"}), &["status"]),
+        fields_update(
+            "DoneDoc",
+            &u,
+            1,
+            json!({"status": "done", "title": "t"}),
+            &["status"],
+        ),
     );
     let ex = b.sync(
         &app,
@@ -359,7 +413,13 @@ fn priority_values_act_on_overlapping_fields() {
     a_updates(
         &app,
         &mut a,
-        fields_update("DoneDoc", &u, v, json!({"status": "done", "title": "A"}), &["title"]),
+        fields_update(
+            "DoneDoc",
+            &u,
+            v,
+            json!({"status": "done", "title": "A"}),
+            &["title"],
+        ),
     );
     let ex = b.sync(
         &app,
@@ -394,7 +454,10 @@ fn an_update_naming_fields_loses_to_a_delete() {
         )],
     );
     let id = single_conflict(&ex, "Note", &u, "delete_wins", 2);
-    assert_eq!(ex.body["conflicts"][0]["conflict_resolution"], "delete_wins:server");
+    assert_eq!(
+        ex.body["conflicts"][0]["conflict_resolution"],
+        "delete_wins:server"
+    );
     let e = entity_state(&app, "Note", &u);
     assert_eq!(e["deleted"], true);
     assert_eq!(e["version"], 2);
@@ -415,7 +478,13 @@ fn an_update_naming_fields_loses_to_a_delete() {
     a_updates(&app, &mut a, delete("Phoenix", &u, 1));
     let ex = b.sync(
         &app,
-        vec![fields_update("Phoenix", &u, 1, json!({"status": "done"}), &["status"])],
+        vec![fields_update(
+            "Phoenix",
+            &u,
+            1,
+            json!({"status": "done"}),
+            &["status"],
+        )],
     );
     no_conflict(&ex);
     let e = entity_state(&app, "Phoenix", &u);
@@ -455,10 +524,21 @@ fn a_named_field_absent_from_data_is_removed() {
     assert!(history(&app, &u).is_empty());
 
     // Removing a field someone else changed meanwhile is a conflict on that field.
-    admin_put(&app, "Note", &u, json!({"title": "Renamed", "status": "open", "x": 1}));
+    admin_put(
+        &app,
+        "Note",
+        &u,
+        json!({"title": "Renamed", "status": "open", "x": 1}),
+    );
     let ex = b.sync(
         &app,
-        vec![fields_update("Note", &u, 3, json!({"title": "Renamed"}), &["x", "status"])],
+        vec![fields_update(
+            "Note",
+            &u,
+            3,
+            json!({"title": "Renamed"}),
+            &["x", "status"],
+        )],
     );
     single_conflict(&ex, "Note", &u, "server_wins", 4);
     // status (not changed since 3) is removed; x (added by the admin at 4) stays.
@@ -507,7 +587,13 @@ fn fields_over_the_authors_own_unacknowledged_change_are_not_a_conflict() {
     a_updates(
         &app,
         &mut a,
-        fields_update("Note", &u, 3, json!({"title": "A", "status": "done"}), &["title"]),
+        fields_update(
+            "Note",
+            &u,
+            3,
+            json!({"title": "A", "status": "done"}),
+            &["title"],
+        ),
     );
     let ex = b.sync(
         &app,
@@ -550,14 +636,23 @@ fn bad_fields_are_rejected_per_change() {
     on_insert["fields"] = json!(["title"]);
     let mut on_delete = delete("Note", &u, 1);
     on_delete["fields"] = json!([]);
-    let twice = fields_update("Note", &u, 1, json!({"title": "y"}), &["title", "n", "title"]);
+    let twice = fields_update(
+        "Note",
+        &u,
+        1,
+        json!({"title": "y"}),
+        &["title", "n", "title"],
+    );
     let fine = fields_update("Note", &u, 1, json!({"title": "fine"}), &["title"]);
     let ex = b.sync(&app, vec![on_insert, on_delete, twice, fine]);
     ok(&ex);
     assert_eq!(ex.body["error_count"], 3, "{}", ex.body);
     assert_eq!(ex.body["processed_count"], 1, "{}", ex.body);
     let errors = ex.body["errors"].as_array().unwrap();
-    for (e, says) in errors.iter().zip(["only for UPDATE", "only for UPDATE", "twice"]) {
+    for (e, says) in errors
+        .iter()
+        .zip(["only for UPDATE", "only for UPDATE", "twice"])
+    {
         assert_eq!(e["error"], "invalid_change", "{e}");
         assert_eq!(e["reason"], "invalid_fields", "{e}");
         assert!(e["message"].as_str().unwrap().contains(says), "{e}");
@@ -589,7 +684,10 @@ fn empty_fields_change_nothing_and_bring_the_node_up_to_date() {
     b.drain(&app);
     // B took version 2 before, acknowledged it, and then sent an edit that changed nothing
     // against its stale copy: no version, and B is sent the current state again.
-    let ex = b.sync(&app, vec![fields_update("Note", &u, 1, json!({"title": "t"}), &[])]);
+    let ex = b.sync(
+        &app,
+        vec![fields_update("Note", &u, 1, json!({"title": "t"}), &[])],
+    );
     no_conflict(&ex);
     assert_eq!(entity_state(&app, "Note", &u)["version"], 2);
     assert_eq!(one_back(&ex, &u)["data"], json!({"title": "Renamed"}));
@@ -612,9 +710,33 @@ fn two_node_processes_editing_different_fields_offline_both_keep_their_edits() {
     assert_eq!(node_sync(b)["received"], 1);
 
     // Offline: A renames; B marks it done, then edits again (one coalesced outbox entry).
-    node_ok(a, &["put", "Task", "task-1", r#"{"title": "A title", "status": "open", "n": 1}"#]);
-    node_ok(b, &["put", "Task", "task-1", r#"{"title": "t", "status": "done", "n": 1}"#]);
-    node_ok(b, &["put", "Task", "task-1", r#"{"title": "t", "status": "done", "n": 2}"#]);
+    node_ok(
+        a,
+        &[
+            "put",
+            "Task",
+            "task-1",
+            r#"{"title": "A title", "status": "open", "n": 1}"#,
+        ],
+    );
+    node_ok(
+        b,
+        &[
+            "put",
+            "Task",
+            "task-1",
+            r#"{"title": "t", "status": "done", "n": 1}"#,
+        ],
+    );
+    node_ok(
+        b,
+        &[
+            "put",
+            "Task",
+            "task-1",
+            r#"{"title": "t", "status": "done", "n": 2}"#,
+        ],
+    );
     assert_eq!(node_ok(b, &["status"])["status"]["pending"], 1);
     let ra = node_sync(a);
     let rb = node_sync(b);
@@ -628,12 +750,31 @@ fn two_node_processes_editing_different_fields_offline_both_keep_their_edits() {
         assert_eq!(e["data"], both, "{}: {e}", d.display());
         assert_eq!(e["sync_state"], "synced", "{e}");
     }
-    assert!(history(&app, "task-1").is_empty(), "no conflict, no history");
+    assert!(
+        history(&app, "task-1").is_empty(),
+        "no conflict, no history"
+    );
 
     // Both edit the same field: that one conflicts (server_wins: B, later, loses the title)
     // while B's other field still applies.
-    node_ok(a, &["put", "Task", "task-1", r#"{"title": "A2", "status": "done", "n": 2}"#]);
-    node_ok(b, &["put", "Task", "task-1", r#"{"title": "B2", "status": "done", "n": 3}"#]);
+    node_ok(
+        a,
+        &[
+            "put",
+            "Task",
+            "task-1",
+            r#"{"title": "A2", "status": "done", "n": 2}"#,
+        ],
+    );
+    node_ok(
+        b,
+        &[
+            "put",
+            "Task",
+            "task-1",
+            r#"{"title": "B2", "status": "done", "n": 3}"#,
+        ],
+    );
     node_sync(a);
     let rb = node_sync(b);
     let conflicts = rb["conflicts"].as_array().unwrap();
@@ -672,10 +813,18 @@ fn the_node_library_names_the_fields_it_changed() {
     b.sync().unwrap();
 
     // Two edits coalesced into one entry name every field either changed, a removal included.
-    b.put("Note", &u, &json!({"title": "t", "gone": 1, "keep": [1, 2], "added": true}))
-        .unwrap();
-    b.put("Note", &u, &json!({"title": "T", "keep": [1, 2], "added": true}))
-        .unwrap();
+    b.put(
+        "Note",
+        &u,
+        &json!({"title": "t", "gone": 1, "keep": [1, 2], "added": true}),
+    )
+    .unwrap();
+    b.put(
+        "Note",
+        &u,
+        &json!({"title": "T", "keep": [1, 2], "added": true}),
+    )
+    .unwrap();
     let p = packet(&b);
     let c = &p["changes"][0];
     assert_eq!(c["operation"], "UPDATE");
