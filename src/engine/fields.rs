@@ -32,6 +32,10 @@ impl Stamp {
     }
 }
 
+/// The most fields a record lists by name (about 60 bytes each); beyond, the oldest stamps are
+/// folded into the default one ([`FieldVersions::compact`]).
+pub const MAX_LISTED: usize = 512;
+
 /// The field versions of one entity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldVersions {
@@ -71,7 +75,8 @@ impl FieldVersions {
         self.f.get(field).unwrap_or(&self.d)
     }
 
-    /// Records that `changed` fields were changed at `version` by `author`.
+    /// Records that `changed` fields were changed at `version` by `author`, then keeps the
+    /// record within [`MAX_LISTED`] fields ([`FieldVersions::compact`]).
     pub fn record<'a>(
         &mut self,
         changed: impl IntoIterator<Item = &'a str>,
@@ -83,6 +88,33 @@ impl FieldVersions {
                 field.to_string(),
                 Stamp(version, author.map(str::to_string)),
             );
+        }
+        self.compact(MAX_LISTED);
+    }
+
+    /// Keeps at most `max` listed fields: the most recently changed ones stay, the others are
+    /// folded into the default stamp, which takes the newest of their versions and, unless they
+    /// all share one author, the author NULL (the hub: someone else for every node).
+    ///
+    /// Why: the record is loaded with its entity, and without a bound it would grow with every
+    /// field name ever written (removed fields keep their stamps) — a node renaming keys on
+    /// every write could make it larger than the entity. Folding only ever makes a field look
+    /// changed later and by someone else, so it can add conflicts but never hide one.
+    pub fn compact(&mut self, max: usize) {
+        if self.f.len() <= max {
+            return;
+        }
+        let mut by_age: Vec<(i64, String)> =
+            self.f.iter().map(|(k, s)| (s.version(), k.clone())).collect();
+        by_age.sort_unstable();
+        let fold = by_age.len() - max;
+        for (_, field) in by_age.into_iter().take(fold) {
+            if let Some(s) = self.f.remove(&field) {
+                if s.1 != self.d.1 {
+                    self.d.1 = None;
+                }
+                self.d.0 = self.d.0.max(s.0);
+            }
         }
     }
 
@@ -201,6 +233,45 @@ mod tests {
         assert_eq!(fv.last_change("status"), &Stamp(3, Some("N".into())));
         assert_eq!(fv.last_change("title"), &Stamp(2, None));
         assert_eq!(fv.last_change("other"), &Stamp(1, Some("A".into())));
+    }
+
+    #[test]
+    fn a_record_stays_bounded_and_folding_never_hides_a_change() {
+        let mut fv = FieldVersions::all_at(1, Some("A"));
+        fv.record(["a", "b"], 2, Some("A"));
+        fv.record(["c"], 3, Some("B"));
+        fv.record(["d"], 4, Some("A"));
+        fv.compact(2);
+        // a and b (version 2, A) fold into the default: still A's, now at version 2.
+        assert_eq!(fv.last_change("a"), &Stamp(2, Some("A".into())));
+        assert_eq!(fv.last_change("zzz"), &Stamp(2, Some("A".into())));
+        assert_eq!(fv.last_change("c"), &Stamp(3, Some("B".into())));
+        fv.compact(1);
+        // c (B) folds in: authors differ, so the default is the hub's — a conflict for anyone.
+        assert_eq!(fv.last_change("c"), &Stamp(3, None));
+        assert_eq!(fv.last_change("d"), &Stamp(4, Some("A".into())));
+        assert_eq!(fv.overlapping(&names(&["c"]), 2, "B"), vec!["c"]);
+
+        // A node writing new key names every time cannot grow the record past the bound.
+        let mut stored: Option<String> = None;
+        let mut old = String::from("{}");
+        for v in 1..=4 {
+            let new = format!(
+                "{{{}}}",
+                (0..400)
+                    .map(|i| format!("\"k{v}_{i}\":{i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            stored = Some(
+                next_field_versions(stored.as_deref(), v, Some("N"), &old, &new, v + 1, Some("N"))
+                    .unwrap(),
+            );
+            old = new;
+        }
+        let fv = FieldVersions::of(stored.as_deref(), 5, Some("N")).unwrap();
+        assert_eq!(fv.f.len(), MAX_LISTED);
+        assert_eq!(fv.last_change("k4_0"), &Stamp(5, Some("N".into())));
     }
 
     #[test]
