@@ -104,8 +104,11 @@ impl FieldVersions {
         if self.f.len() <= max {
             return;
         }
-        let mut by_age: Vec<(i64, String)> =
-            self.f.iter().map(|(k, s)| (s.version(), k.clone())).collect();
+        let mut by_age: Vec<(i64, String)> = self
+            .f
+            .iter()
+            .map(|(k, s)| (s.version(), k.clone()))
+            .collect();
         by_age.sort_unstable();
         let fold = by_age.len() - max;
         for (_, field) in by_age.into_iter().take(fold) {
@@ -264,8 +267,16 @@ mod tests {
                     .join(",")
             );
             stored = Some(
-                next_field_versions(stored.as_deref(), v, Some("N"), &old, &new, v + 1, Some("N"))
-                    .unwrap(),
+                next_field_versions(
+                    stored.as_deref(),
+                    v,
+                    Some("N"),
+                    &old,
+                    &new,
+                    v + 1,
+                    Some("N"),
+                )
+                .unwrap(),
             );
             old = new;
         }
