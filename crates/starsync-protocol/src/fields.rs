@@ -7,9 +7,10 @@
 //! `{"a":1}` inside a field are one value and an editor that reformats does not touch fields it
 //! did not change).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The top-level fields of a JSON object as (key, value text), in their order; `None` when the
@@ -48,25 +49,83 @@ pub fn same_value(a: &str, b: &str) -> bool {
 
 /// The top-level fields whose value differs between two objects: changed or added ones in
 /// `new`'s order, then removed ones in `old`'s order. `None` when either is not an object.
+///
+/// Runs on every whole-document update the server applies, so it borrows keys and values from
+/// the texts (no allocation per field) and matches keys by a scan for small objects.
 pub fn changed_fields(old: &str, new: &str) -> Option<Vec<String>> {
-    let old = object_fields(old)?;
-    let new = object_fields(new)?;
-    let before: HashMap<&str, &RawValue> = old.iter().map(|(k, v)| (k.as_str(), &**v)).collect();
+    let old = borrowed_fields(old)?;
+    let new = borrowed_fields(new)?;
     let mut out = Vec::new();
-    let mut present = HashSet::with_capacity(new.len());
+    let mut seen = vec![false; old.len()];
+    let index: Option<HashMap<&str, usize>> = (old.len() > 32).then(|| {
+        old.iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.as_ref(), i))
+            .collect()
+    });
     for (k, v) in &new {
-        present.insert(k.as_str());
-        match before.get(k.as_str()) {
-            Some(b) if same_value(b.get(), v.get()) => {}
-            _ => out.push(k.clone()),
+        let at = match &index {
+            Some(index) => index.get(k.as_ref()).copied(),
+            None => old.iter().position(|(o, _)| o == k),
+        };
+        match at {
+            Some(i) => {
+                seen[i] = true;
+                if !same_value(old[i].1.get(), v.get()) {
+                    out.push(k.to_string());
+                }
+            }
+            None => out.push(k.to_string()),
         }
     }
     out.extend(
         old.iter()
-            .filter(|(k, _)| !present.contains(k.as_str()))
-            .map(|(k, _)| k.clone()),
+            .zip(seen)
+            .filter(|(_, seen)| !seen)
+            .map(|((k, _), _)| k.to_string()),
     );
     Some(out)
+}
+
+/// The top-level fields of a JSON object, borrowed from its text (a key with an escape is
+/// unescaped into its own string); `None` when the text is not a JSON object.
+fn borrowed_fields(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct Key;
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object key")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+    }
+    struct Fields;
+    impl<'de> Visitor<'de> for Fields {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+            while let Some(k) = map.next_key_seed(Key)? {
+                out.push((k, map.next_value::<&'de RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    serde_json::Deserializer::from_str(text)
+        .deserialize_map(Fields)
+        .ok()
 }
 
 /// Whether two objects hold the same fields with the same values, in any order.
@@ -157,6 +216,22 @@ mod tests {
         )
         .unwrap()
         .is_empty());
+    }
+
+    #[test]
+    fn changed_fields_reads_escaped_keys_and_large_objects() {
+        assert!(changed_fields(r#"{"a\u0062":1}"#, r#"{"ab":1}"#)
+            .unwrap()
+            .is_empty());
+        let big = |changed: usize| {
+            let fields: Vec<String> = (0..100)
+                .map(|i| format!("\"k{i}\":{}", if i == changed { 1 } else { 0 }))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        };
+        assert_eq!(changed_fields(&big(1000), &big(42)).unwrap(), vec!["k42"]);
+        let fewer = big(1000).replace(",\"k99\":0", "");
+        assert_eq!(changed_fields(&big(1000), &fewer).unwrap(), vec!["k99"]);
     }
 
     #[test]
