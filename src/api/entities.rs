@@ -74,7 +74,7 @@ async fn types(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpRes
 
 /// One entity (a tombstone too, with `deleted: true`).
 #[utoipa::path(get, path = "/api/sync/entities/{entity_type}/{entity_uuid}", operation_id = "get_entity", tag = "entities",
-    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id (a lowercase hyphenated UUID)")), responses((status = 200, description = "The entity", body = EntityView)),
+    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id: a lowercase UUID, or any id matching ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")), responses((status = 200, description = "The entity", body = EntityView)),
     security(("admin_token" = [])))]
 async fn get(
     engine: web::Data<Engine>,
@@ -89,7 +89,7 @@ async fn get(
 
 /// Writes a hub-authored version, sent to every node.
 #[utoipa::path(put, path = "/api/sync/entities/{entity_type}/{entity_uuid}", operation_id = "put_entity", tag = "entities",
-    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id (a lowercase hyphenated UUID)")), request_body = EntityWrite,
+    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id: a lowercase UUID, or any id matching ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")), request_body = EntityWrite,
     responses((status = 200, description = "The new version", body = EntityView)),
     security(("admin_token" = [])))]
 async fn put(
@@ -109,7 +109,7 @@ async fn put(
 
 /// Deletes an entity (a tombstone sent to every node; deleting a tombstone changes nothing).
 #[utoipa::path(delete, path = "/api/sync/entities/{entity_type}/{entity_uuid}", operation_id = "delete_entity", tag = "entities",
-    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id (a lowercase hyphenated UUID)")), responses((status = 200, description = "The tombstone", body = EntityView)),
+    params(("entity_type" = String, Path, description = "The entity type"), ("entity_uuid" = String, Path, description = "The entity id: a lowercase UUID, or any id matching ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")), responses((status = 200, description = "The tombstone", body = EntityView)),
     security(("admin_token" = [])))]
 async fn delete(
     engine: web::Data<Engine>,

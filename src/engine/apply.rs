@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::fields::{self as field_rules, FieldVersions};
 use crate::config::{Strategy, TypeRules};
 use crate::store::models::{Entity, HistoryRow, QueueRow};
 use crate::store::{entities, history, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::api::ConflictReport;
+use starsync_protocol::fields;
 use starsync_protocol::Strategy as WireStrategy;
 use starsync_protocol::{
     self, Change, ChangeRejection, Operation, RejectReason, Resolution, ValidChange, Winner,
@@ -288,14 +290,20 @@ pub fn apply_change(
     valid: &ValidChange,
 ) -> Result<Result<Applied, ChangeRejection>, StoreError> {
     let op = valid.operation;
-    if rules.map(|r| r.immutable).unwrap_or(false) {
-        return Ok(Err(ChangeRejection::new(
-            RejectReason::ImmutableType,
-            format!(
-                "entity type {} is server-only (immutable); nodes cannot change it",
-                c.entity_type
-            ),
-        )));
+    if let (Operation::Update, Some(fields)) = (op, c.fields.as_deref()) {
+        let change = FieldChange {
+            change_id: &c.change_id,
+            entity_type: &c.entity_type,
+            entity_uuid: &c.entity_uuid,
+            base_version: c.base_version.unwrap_or(0) as i64,
+            updated_at: &valid.updated_at,
+            data: c.data_text(),
+            fields,
+        };
+        return apply_field_change(conn, ctx, rules, strategy, &change);
+    }
+    if let Err(r) = immutable_rule(rules, &c.entity_type) {
+        return Ok(Err(r));
     }
     if op != Operation::Delete {
         if let Err(r) = entity_size_rule(c.data_text(), ctx.max_entity_bytes) {
@@ -330,6 +338,8 @@ pub fn apply_change(
                 created_seq: seq,
                 change_id: Some(c.change_id.clone()),
                 applied_at: ctx.now.to_string(),
+                // Every field was written now, by this node.
+                field_versions: None,
             },
         )?;
         return Ok(Ok(Applied::Done));
@@ -349,7 +359,7 @@ pub fn apply_change(
     if base > e.version {
         return Ok(Err(version_ahead(base, e.version)));
     }
-    let own = e.author_node_id.as_deref() == Some(ctx.node_id);
+    let own = is_own(&e, ctx.node_id);
     let concurrent = base < e.version && !own;
 
     if e.is_deleted {
@@ -366,7 +376,7 @@ pub fn apply_change(
             conn,
             ctx,
             &e,
-            c,
+            &c.change_id,
             Some(ctx.node_id.to_string()),
             c.data_text().to_string(),
             Resolution::new(WireStrategy::DeleteWins, Winner::Server),
@@ -381,7 +391,7 @@ pub fn apply_change(
                 conn,
                 ctx,
                 &e,
-                c,
+                &c.change_id,
                 e.author_node_id.clone(),
                 e.data.clone(),
                 Resolution::new(WireStrategy::DeleteWins, Winner::Client),
@@ -399,22 +409,14 @@ pub fn apply_change(
     }
 
     // A real conflict between the node's upsert and a live server version.
-    let client_wins = match strategy {
-        Strategy::ServerWins | Strategy::Manual => false,
-        Strategy::ClientWins => true,
-        Strategy::TimestampWins => {
-            let theirs = starsync_protocol::parse_ts(&updated_at);
-            let ours = starsync_protocol::parse_ts(&e.updated_at);
-            matches!((theirs, ours), (Some(t), Some(o)) if t > o)
-        }
-    };
+    let client_wins = client_wins(strategy, &updated_at, &e);
     let priority = rules.map(|r| &r.priority_values);
     if client_wins {
         let report = record_conflict(
             conn,
             ctx,
             &e,
-            c,
+            &c.change_id,
             e.author_node_id.clone(),
             e.data.clone(),
             Resolution::new(strategy.wire(), Winner::Client),
@@ -438,7 +440,7 @@ pub fn apply_change(
         conn,
         ctx,
         &e,
-        c,
+        &c.change_id,
         Some(ctx.node_id.to_string()),
         c.data_text().to_string(),
         Resolution::new(strategy.wire(), winner),
@@ -457,6 +459,232 @@ pub fn apply_change(
         None => requeue_for_node(conn, ctx, &e)?,
     }
     Ok(Ok(Applied::Conflict(report)))
+}
+
+/// A change that names the top-level fields it sets (PROTOCOL §5.1), wherever it came from: a
+/// packet change with `fields`, or a partial update (delta sync, `PATCH`) whose data carries
+/// only the fields it changes. Either way the same rule applies, here and only here.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldChange<'c> {
+    /// The author's idempotency key.
+    pub change_id: &'c str,
+    pub entity_type: &'c str,
+    pub entity_uuid: &'c str,
+    /// The server version the edit was based on.
+    pub base_version: i64,
+    /// Normalized (`validate_change`).
+    pub updated_at: &'c str,
+    /// A JSON object with the named fields' new values; a named field it lacks was removed,
+    /// and fields it holds but does not name are ignored (the server's values stay).
+    pub data: &'c str,
+    /// The named fields, each once.
+    pub fields: &'c [String],
+}
+
+/// Applies a [`FieldChange`] (PROTOCOL §5.1). With `b` its base version:
+/// - no named field was changed after `b` by someone other than the change's author: the named
+///   fields are written over the current state as a new version, no history row. The author
+///   holds the result only when it equals the data it sent; otherwise (other writers' fields
+///   merged in) it receives the new version too.
+/// - otherwise the overlapping fields are decided by the type's strategy, the other named fields
+///   apply anyway, and one history row keeps the losing side: the node's version (the current
+///   state with all its named fields) when the server kept the overlapping fields, the
+///   overwritten server version when the node won them. `priority_values` act on the
+///   overlapping fields only; `manual` keeps the server's values for them, unresolved.
+///
+/// An unknown entity is created from `data` (as a whole-document UPDATE would); a deleted one
+/// follows delete wins (PROTOCOL §5), or is revived with the named fields over its last state
+/// when the type allows resurrection or the node deleted it itself.
+pub fn apply_field_change(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    rules: Option<&TypeRules>,
+    strategy: Strategy,
+    c: &FieldChange<'_>,
+) -> Result<Result<Applied, ChangeRejection>, StoreError> {
+    if let Err(r) = immutable_rule(rules, c.entity_type) {
+        return Ok(Err(r));
+    }
+    if let Err(r) = entity_size_rule(c.data, ctx.max_entity_bytes) {
+        return Ok(Err(r));
+    }
+    let base = c.base_version;
+    let Some(e) = ctx.get(conn, c.entity_type, c.entity_uuid)? else {
+        if base > 0 {
+            return Ok(Err(version_ahead(base, 0)));
+        }
+        let seq = ctx.seq.take();
+        ctx.put(
+            conn,
+            Entity {
+                entity_type: c.entity_type.to_string(),
+                entity_uuid: c.entity_uuid.to_string(),
+                data: c.data.to_string(),
+                version: 1,
+                updated_at: c.updated_at.to_string(),
+                is_deleted: false,
+                author_node_id: Some(ctx.node_id.to_string()),
+                holder_node_id: Some(ctx.node_id.to_string()),
+                seq,
+                created_seq: seq,
+                change_id: Some(c.change_id.to_string()),
+                applied_at: ctx.now.to_string(),
+                field_versions: None,
+            },
+        )?;
+        return Ok(Ok(Applied::Done));
+    };
+    if e.change_id.as_deref() == Some(c.change_id)
+        && e.author_node_id.as_deref() == Some(ctx.node_id)
+    {
+        return Ok(Ok(Applied::Done));
+    }
+    if base > e.version {
+        return Ok(Err(version_ahead(base, e.version)));
+    }
+    let named: Vec<&str> = c.fields.iter().map(String::as_str).collect();
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!(
+            "entity {}/{} holds {what} that is not a JSON object",
+            e.entity_type, e.entity_uuid
+        ))
+    };
+    // What the node asks for: the current state with every field it names.
+    let wanted = fields::overlay(&e.data, c.data, &named).ok_or_else(|| corrupt("data"))?;
+    if let Err(r) = entity_size_rule(&wanted, ctx.max_entity_bytes) {
+        return Ok(Err(r));
+    }
+
+    if e.is_deleted {
+        let resurrect = rules.map(|r| r.resurrect).unwrap_or(false);
+        if resurrect || is_own(&e, ctx.node_id) {
+            write_field_version(conn, ctx, &e, wanted, c)?;
+            return Ok(Ok(Applied::Done));
+        }
+        let report = record_conflict(
+            conn,
+            ctx,
+            &e,
+            c.change_id,
+            Some(ctx.node_id.to_string()),
+            wanted,
+            Resolution::new(WireStrategy::DeleteWins, Winner::Server),
+        )?;
+        requeue_for_node(conn, ctx, &e)?;
+        return Ok(Ok(Applied::Conflict(report)));
+    }
+
+    let versions = FieldVersions::of(
+        e.field_versions.as_deref(),
+        e.version,
+        e.author_node_id.as_deref(),
+    )
+    .map_err(|m| StoreError::Corrupt(format!("entity {}/{}: {m}", e.entity_type, e.entity_uuid)))?;
+    let overlapping = versions.overlapping(c.fields, base, ctx.node_id);
+    if overlapping.is_empty() {
+        write_field_version(conn, ctx, &e, wanted, c)?;
+        return Ok(Ok(Applied::Done));
+    }
+
+    // A conflict on the overlapping fields; "done wins" looks at those fields only.
+    let priority: Option<std::collections::BTreeMap<String, Value>> = rules.map(|r| {
+        r.priority_values
+            .iter()
+            .filter(|(k, _)| overlapping.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    if client_wins(strategy, c.updated_at, &e) {
+        let report = record_conflict(
+            conn,
+            ctx,
+            &e,
+            c.change_id,
+            e.author_node_id.clone(),
+            e.data.clone(),
+            Resolution::new(strategy.wire(), Winner::Client),
+        )?;
+        let data = merge_priority(&wanted, &e.data, priority.as_ref()).unwrap_or(wanted);
+        write_field_version(conn, ctx, &e, data, c)?;
+        return Ok(Ok(Applied::Conflict(report)));
+    }
+
+    let winner = if strategy == Strategy::Manual {
+        Winner::Pending
+    } else {
+        Winner::Server
+    };
+    // The server keeps the overlapping fields; the node's other fields apply anyway.
+    let kept = field_rules::without(c.fields, &overlapping);
+    let mut data = fields::overlay(&e.data, c.data, &kept).ok_or_else(|| corrupt("data"))?;
+    if strategy != Strategy::Manual {
+        if let Some(merged) = merge_priority(&data, &wanted, priority.as_ref()) {
+            data = merged;
+        }
+    }
+    let report = record_conflict(
+        conn,
+        ctx,
+        &e,
+        c.change_id,
+        Some(ctx.node_id.to_string()),
+        wanted,
+        Resolution::new(strategy.wire(), winner),
+    )?;
+    write_field_version(conn, ctx, &e, data, c)?;
+    Ok(Ok(Applied::Conflict(report)))
+}
+
+/// Writes the outcome of a [`FieldChange`] as the entity's next version, authored by the node.
+/// The node holds it only when it equals what the node sent; otherwise it is sent to the node
+/// too (the echo rule). When nothing changes, no version is written, and the node is sent the
+/// current state if its data differs from it.
+fn write_field_version(
+    conn: &mut Conn,
+    ctx: &mut ApplyCtx<'_>,
+    e: &Entity,
+    data: String,
+    c: &FieldChange<'_>,
+) -> StoreResult<()> {
+    let holds = fields::same_object(&data, c.data);
+    if !e.is_deleted && fields::same_object(&data, &e.data) {
+        if !holds {
+            requeue_for_node(conn, ctx, e)?;
+        }
+        return Ok(());
+    }
+    // When the result is what the node sent, the node's own text is the state: data sent by a
+    // node is stored and forwarded byte for byte (key order, numbers), as without `fields`.
+    let data = if holds { c.data.to_string() } else { data };
+    let field_versions = field_versions_after(e, &data, Some(ctx.node_id))?;
+    // The state holds the newest edit of each field, so its time is the later of the two.
+    let updated_at = match (
+        starsync_protocol::parse_ts(c.updated_at),
+        starsync_protocol::parse_ts(&e.updated_at),
+    ) {
+        (Some(t), Some(o)) if o > t => e.updated_at.clone(),
+        _ => c.updated_at.to_string(),
+    };
+    let node = Some(ctx.node_id.to_string());
+    let seq = ctx.seq.take();
+    ctx.put(
+        conn,
+        Entity {
+            entity_type: e.entity_type.clone(),
+            entity_uuid: e.entity_uuid.clone(),
+            data,
+            version: e.version + 1,
+            updated_at,
+            is_deleted: false,
+            author_node_id: node.clone(),
+            holder_node_id: if holds { node } else { None },
+            seq,
+            created_seq: e.created_seq,
+            change_id: Some(c.change_id.to_string()),
+            applied_at: ctx.now.to_string(),
+            field_versions: Some(field_versions),
+        },
+    )
 }
 
 fn version_ahead(base: i64, server: i64) -> ChangeRejection {
@@ -501,6 +729,13 @@ fn write_version(
 ) -> StoreResult<()> {
     let seq = ctx.seq.take();
     let node = author.map(|_| ctx.node_id.to_string());
+    // The fields this version changed came from the node's change, even when the version is
+    // the hub's (a "done wins" merge): the node holds those values.
+    let field_versions = if deleted {
+        None
+    } else {
+        Some(field_versions_after(e, &data, Some(ctx.node_id))?)
+    };
     ctx.put(
         conn,
         Entity {
@@ -516,8 +751,58 @@ fn write_version(
             created_seq: e.created_seq,
             change_id: author.map(|c| c.change_id.clone()),
             applied_at: ctx.now.to_string(),
+            field_versions,
         },
     )
+}
+
+/// `e`'s field versions once its next version holds `data` (PROTOCOL §5.1), the changed fields
+/// stamped by `author` (None: the hub). A deletion or creation stores NULL instead.
+pub fn field_versions_after(e: &Entity, data: &str, author: Option<&str>) -> StoreResult<String> {
+    super::fields::next_field_versions(
+        e.field_versions.as_deref(),
+        e.version,
+        e.author_node_id.as_deref(),
+        &e.data,
+        data,
+        e.version + 1,
+        author,
+    )
+    .map_err(|m| StoreError::Corrupt(format!("entity {}/{}: {m}", e.entity_type, e.entity_uuid)))
+}
+
+/// Whether `node` authored the entity's current version and holds exactly that state: then a
+/// change it bases on an older version overwrites its own unacknowledged change, which is not
+/// a conflict (PROTOCOL §5). A field merge authored by the node but holding other writers'
+/// fields too (`holder_node_id` NULL) is not "own": a stale whole-document edit would
+/// otherwise overwrite those fields unseen.
+fn is_own(e: &Entity, node: &str) -> bool {
+    e.author_node_id.as_deref() == Some(node) && e.holder_node_id.as_deref() == Some(node)
+}
+
+/// Whether the node's side wins a conflict under `strategy` (`timestamp_wins`: the newer
+/// `updated_at`, tie to the server).
+fn client_wins(strategy: Strategy, updated_at: &str, e: &Entity) -> bool {
+    match strategy {
+        Strategy::ServerWins | Strategy::Manual => false,
+        Strategy::ClientWins => true,
+        Strategy::TimestampWins => {
+            let theirs = starsync_protocol::parse_ts(updated_at);
+            let ours = starsync_protocol::parse_ts(&e.updated_at);
+            matches!((theirs, ours), (Some(t), Some(o)) if t > o)
+        }
+    }
+}
+
+/// Node changes to a server-only (`immutable`) type are rejected.
+fn immutable_rule(rules: Option<&TypeRules>, entity_type: &str) -> Result<(), ChangeRejection> {
+    if rules.map(|r| r.immutable).unwrap_or(false) {
+        return Err(ChangeRejection::new(
+            RejectReason::ImmutableType,
+            format!("entity type {entity_type} is server-only (immutable); nodes cannot change it"),
+        ));
+    }
+    Ok(())
 }
 
 /// Sends the entity's current state to the node again (it lost a conflict).
@@ -540,7 +825,7 @@ fn record_conflict(
     conn: &mut Conn,
     ctx: &mut ApplyCtx<'_>,
     e: &Entity,
-    c: &Change,
+    change_id: &str,
     source: Option<String>,
     stored: String,
     resolution: Resolution,
@@ -556,7 +841,7 @@ fn record_conflict(
             entity_type: e.entity_type.clone(),
             source_node_id: source,
             node_id: Some(ctx.node_id.to_string()),
-            change_id: Some(c.change_id.clone()),
+            change_id: Some(change_id.to_string()),
             arrival_time: ctx.now.to_string(),
             serialized_data: stored,
             conflict_resolution: resolution.to_string(),
@@ -572,7 +857,7 @@ fn record_conflict(
         resolution: resolution.strategy,
         server_version: e.version,
         conflict_resolution: resolution,
-        change_id: c.change_id.clone(),
+        change_id: change_id.to_string(),
     })
 }
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod apply;
 pub mod auth;
 pub mod exchange;
+pub mod fields;
 pub mod outbound;
 pub mod status;
 pub mod watermelon;

@@ -268,5 +268,7 @@ fn to_change(e: Entity, cursor: i64) -> StoreResult<Change> {
         version: Some(e.version as u64),
         updated_at: e.updated_at,
         data,
+        // A server change is always the entity's whole state.
+        fields: None,
     })
 }

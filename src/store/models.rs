@@ -52,6 +52,10 @@ pub struct Entity {
     pub created_seq: i64,
     pub change_id: Option<String>,
     pub applied_at: String,
+    /// Who last changed each top-level field of `data` (PROTOCOL §5.1), as
+    /// `engine::fields::FieldVersions` writes it; NULL: every field at `version` by
+    /// `author_node_id`.
+    pub field_versions: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -43,6 +43,7 @@ diesel::table! {
         created_seq -> BigInt,
         change_id -> Nullable<Text>,
         applied_at -> Text,
+        field_versions -> Nullable<Text>,
     }
 }
 

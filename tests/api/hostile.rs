@@ -584,12 +584,19 @@ fn change_cases(app: &TestApp, accepted: &mut Accepted) -> usize {
         (q(&upper), Some("invalid_entity_uuid")),
         (q("\u{0}"), Some("invalid_entity_uuid")),
         (format!("\"{with_nul}\""), Some("invalid_entity_uuid")),
-        (q("task-1"), Some("invalid_entity_uuid")),
+        (q("-task-1"), Some("invalid_entity_uuid")),
+        (q("a/b"), Some("invalid_entity_uuid")),
+        (q("a b"), Some("invalid_entity_uuid")),
+        (q(&"i".repeat(129)), Some("invalid_entity_uuid")),
         (
             q(&format!("{{{}}}", new_uuid())),
             Some("invalid_entity_uuid"),
         ),
-        (q(&format!("{}0", new_uuid())), Some("invalid_entity_uuid")),
+        // Ids are not only UUIDs (PROTOCOL 1.1 §1).
+        (q("task-1"), None),
+        (q("ns:thing.1"), None),
+        (q(&"i".repeat(128)), None),
+        (q(&format!("{}0", new_uuid())), None),
     ] {
         cases.push((
             format!("entity_uuid {raw:.50}"),
@@ -832,7 +839,8 @@ fn url_cases(app: &TestApp) -> usize {
     }
     for (path, status) in [
         (format!("/api/sync/entities/T/{}", u.to_uppercase()), 422),
-        ("/api/sync/entities/T/not-a-uuid".to_string(), 422),
+        ("/api/sync/entities/T/-not-an-id".to_string(), 422),
+        ("/api/sync/entities/T/not-a-uuid".to_string(), 404),
         (format!("/api/sync/entities/1T/{u}"), 422),
         (format!("/api/sync/entities/T/{u}"), 404),
         (format!("/api/sync/status/{long}"), 404),

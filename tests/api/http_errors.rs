@@ -894,7 +894,7 @@ fn bad_changes_are_rejected_one_by_one_and_the_rest_applied() {
     let good2 = new_uuid();
     let good3 = new_uuid();
     let bad_type = upsert("9Bad-Type", &new_uuid(), 0, json!({}));
-    let bad_uuid = upsert("Doc", "not-a-uuid", 0, json!({}));
+    let bad_uuid = upsert("Doc", "not/an-id", 0, json!({}));
     let upper_uuid = upsert("Doc", &new_uuid().to_uppercase(), 0, json!({}));
     let data_array = change("UPDATE", "Doc", &new_uuid(), 0, json!([1, 2]));
     let data_string = change("INSERT", "Doc", &new_uuid(), 0, json!("text"));

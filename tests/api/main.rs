@@ -14,6 +14,7 @@ mod config_errors;
 mod conflicts;
 mod dashboard;
 mod delivery;
+mod entity_ids;
 mod entity_listing;
 mod hostile;
 mod http_errors;

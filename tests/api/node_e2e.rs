@@ -13,14 +13,14 @@ use starsync_node::{
 };
 
 /// Runs `starsync-node --data-dir DIR --json ARGS…`; returns (exit code, parsed stdout).
-fn node(dir: &Path, args: &[&str]) -> (i32, Value) {
+pub(crate) fn node(dir: &Path, args: &[&str]) -> (i32, Value) {
     let out = node_raw(dir, args, true);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let v = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
     (out.status.code().unwrap_or(-1), v)
 }
 
-fn node_raw(dir: &Path, args: &[&str], json_out: bool) -> Output {
+pub(crate) fn node_raw(dir: &Path, args: &[&str], json_out: bool) -> Output {
     let mut cmd = Command::new(node_bin());
     cmd.arg("--data-dir").arg(dir);
     if json_out {
@@ -34,13 +34,13 @@ fn node_raw(dir: &Path, args: &[&str], json_out: bool) -> Output {
 }
 
 /// `node` that must succeed.
-fn ok(dir: &Path, args: &[&str]) -> Value {
+pub(crate) fn ok(dir: &Path, args: &[&str]) -> Value {
     let (code, v) = node(dir, args);
     assert_eq!(code, 0, "starsync-node {args:?} failed: {v}");
     v
 }
 
-fn init(dir: &Path, base: &str, code: &str) {
+pub(crate) fn init(dir: &Path, base: &str, code: &str) {
     ok(
         dir,
         &[
@@ -57,7 +57,7 @@ fn init(dir: &Path, base: &str, code: &str) {
     );
 }
 
-fn sync(dir: &Path) -> Value {
+pub(crate) fn sync(dir: &Path) -> Value {
     ok(dir, &["sync"])
 }
 
@@ -392,7 +392,7 @@ fn init_errors_name_the_fix() {
 }
 
 /// A library node: fast retries, HTTP to the app.
-fn lib_node(dir: &Path, base: &str, code: &str, batch: i64) -> Node {
+pub(crate) fn lib_node(dir: &Path, base: &str, code: &str, batch: i64) -> Node {
     let mut opts = InitOptions::register(base, code).admin_token(ADMIN);
     opts.batch_size = batch;
     Node::init_with(

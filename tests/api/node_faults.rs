@@ -662,8 +662,11 @@ fn run_seed(seed: u64) -> SeedReport {
                 writes.push(Write::new(step, n, e, q, None));
             } else {
                 let token = format!("s{seed}-n{n}-{step}");
+                // Every write changes every field (the token names the writer), so a concurrent
+                // write always overlaps all the fields a change names: the field-level rule
+                // (PROTOCOL §5.1) decides exactly as the whole-document rule this replay models.
                 let q = node
-                    .put(TYPE, &uuids[e], &json!({"w": token, "step": step, "by": n}))
+                    .put(TYPE, &uuids[e], &json!({"w": token, "step": step}))
                     .unwrap();
                 writes.push(Write::new(step, n, e, q, Some(token)));
             }

@@ -43,7 +43,7 @@ pub enum Command {
     Init(cmd::init::Args),
     /// Create or replace an entity locally (queues the change).
     Put(cmd::put::Args),
-    /// Create an entity with a new uuid (printed).
+    /// Create an entity with a new uuid (printed), or with `--id`.
     Create(cmd::create::Args),
     /// Delete an entity locally (queues the delete).
     Delete(cmd::delete::Args),

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod codec;
 pub mod data;
+pub mod fields;
 pub mod files;
 pub mod packet;
 pub mod validate;
@@ -47,7 +48,8 @@ pub fn parse_ts(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
-/// True when `s` is a lowercase hyphenated UUID, the only id form the protocol allows.
+/// True when `s` is a lowercase hyphenated UUID, the form of node ids and server-made ids
+/// (entity ids are wider: [`EntityId`]).
 pub fn is_canonical_uuid(s: &str) -> bool {
     s.len() == 36
         && uuid::Uuid::parse_str(s)

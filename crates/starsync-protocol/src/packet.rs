@@ -46,6 +46,12 @@ pub struct Change {
     pub updated_at: String,
     #[serde(deserialize_with = "required_raw")]
     pub data: Option<Box<RawValue>>,
+    /// The top-level fields of `data` this UPDATE changed (PROTOCOL §5.1), optional: with it the
+    /// server merges per field (a named field absent from `data` was removed; unnamed fields
+    /// keep the server's values), without it `data` is the whole new state. Optional, and left
+    /// out when absent, so packets of older nodes parse and server packets never carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
 }
 
 /// The three operations of the protocol.
@@ -168,6 +174,34 @@ mod tests {
         let mut v = base();
         v["changes"][0].as_object_mut().unwrap().remove("data");
         assert!(parse(&v).is_err());
+    }
+
+    #[test]
+    fn fields_are_optional_and_left_out_when_absent() {
+        let p = parse(&base()).unwrap();
+        assert!(p.changes[0].fields.is_none());
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("\"fields\""), "{text}");
+        let mut v = base();
+        v["changes"][0]["fields"] = serde_json::json!(["x", "gone"]);
+        let p = parse(&v).unwrap();
+        assert_eq!(
+            p.changes[0].fields.as_deref(),
+            Some(&["x".to_string(), "gone".to_string()][..])
+        );
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains(r#""fields":["x","gone"]"#), "{text}");
+        v["changes"][0]["fields"] = serde_json::Value::Null;
+        assert!(parse(&v).unwrap().changes[0].fields.is_none());
+        // A wrong JSON type is a malformed change, like any other field's (PROTOCOL §2).
+        for bad in [
+            serde_json::json!("x"),
+            serde_json::json!([1]),
+            serde_json::json!({"x": 1}),
+        ] {
+            v["changes"][0]["fields"] = bad;
+            assert!(parse(&v).is_err());
+        }
     }
 
     #[test]

@@ -105,11 +105,48 @@ pub fn validate_change(c: &Change, clock: &ClockRule) -> Result<ValidChange, Cha
             r
         })?;
     }
+    if let Some(fields) = &c.fields {
+        check_fields(operation, fields)?;
+    }
     let updated_at = check_updated_at(&c.updated_at, clock)?;
     Ok(ValidChange {
         operation,
         updated_at,
     })
+}
+
+/// `fields` (PROTOCOL §5.1): only on an UPDATE (an INSERT carries a new entity whole, a DELETE
+/// has no data), each name once. Any string names a top-level key; a name absent from `data`
+/// means the field was removed. An empty list is allowed: the change sets nothing (the server
+/// then only makes sure the node gets its current state).
+fn check_fields(operation: Operation, fields: &[String]) -> Result<(), ChangeRejection> {
+    if operation != Operation::Update {
+        return Err(ChangeRejection::new(
+            RejectReason::InvalidFields,
+            format!(
+                "fields is only for UPDATE; an {} carries {}",
+                operation.as_str(),
+                if operation == Operation::Delete {
+                    "no data"
+                } else {
+                    "the whole new entity"
+                }
+            ),
+        ));
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(fields.len());
+    for f in fields {
+        if !seen.insert(f.as_str()) {
+            return Err(ChangeRejection::new(
+                RejectReason::InvalidFields,
+                format!(
+                    "fields names {:?} twice; list each top-level field once",
+                    truncate(f)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `updated_at` must be an RFC 3339 timestamp not further ahead than the clock rule allows.
@@ -363,6 +400,45 @@ mod tests {
             "updated_at": updated_at, "data": {"x": 1}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn fields_are_checked_per_change() {
+        let clock = ClockRule::now(600);
+        let with = |op: &str, fields: serde_json::Value| -> Change {
+            let mut c = change("2026-11-22T10:00:00Z");
+            c.operation = op.to_string();
+            c.fields = serde_json::from_value(fields).unwrap();
+            c
+        };
+        for ok in [
+            serde_json::json!(["x"]),
+            serde_json::json!(["x", "removed", ""]),
+            serde_json::json!([]),
+            serde_json::Value::Null,
+        ] {
+            assert!(
+                validate_change(&with("UPDATE", ok.clone()), &clock).is_ok(),
+                "{ok}"
+            );
+        }
+        for (op, bad, says) in [
+            (
+                "UPDATE",
+                serde_json::json!(["x", "y", "x"]),
+                "names \"x\" twice",
+            ),
+            ("INSERT", serde_json::json!(["x"]), "only for UPDATE"),
+            ("DELETE", serde_json::json!([]), "only for UPDATE"),
+        ] {
+            let mut c = with(op, bad);
+            if op == "DELETE" {
+                c.data = None;
+            }
+            let e = validate_change(&c, &clock).unwrap_err();
+            assert_eq!(e.reason, RejectReason::InvalidFields);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
     }
 
     #[test]

@@ -161,6 +161,9 @@ wire_enum! {
         VersionAhead => "version_ahead",
         /// A node change to a server-only type.
         ImmutableType => "immutable_type",
+        /// `fields` (PROTOCOL §5.1) that cannot be applied: on an INSERT or DELETE, or naming a
+        /// field twice.
+        InvalidFields => "invalid_fields",
         /// The database refused to store this change although it passed every check (the
         /// rest of the packet was applied; details are in the server log).
         DatabaseRefused => "database_refused",
@@ -364,24 +367,50 @@ impl EntityType {
     }
 }
 
-/// An entity id (the packet field `entity_uuid`): a lowercase hyphenated UUID.
+/// An entity id (the packet field `entity_uuid`, named so for compatibility): any string
+/// matching `^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$` (PROTOCOL §1), case-sensitive.
+///
+/// Why not only UUIDs: other clients' ids (WatermelonDB's 16-character ids, `task-1`,
+/// `ns:thing.1`) appear inside other records as foreign keys, so the hub must keep them as they
+/// are. A value shaped like a UUID (8-4-4-4-12 hex digits) must be lowercase: otherwise one
+/// entity could hide under two spellings of the same UUID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityId(String);
 
+/// Longest entity id, in characters (all ASCII, so also bytes).
+pub const MAX_ENTITY_ID_LEN: usize = 128;
+
 impl EntityId {
     pub fn parse(s: &str) -> Result<EntityId, InvalidId> {
-        if crate::is_canonical_uuid(s) {
-            Ok(EntityId(s.to_string()))
-        } else {
-            Err(InvalidId {
-                reason: RejectReason::InvalidEntityUuid,
-                message: format!(
-                    "entity id {:?} is not a lowercase hyphenated UUID (like {})",
-                    echo(s),
-                    uuid::Uuid::nil()
-                ),
-            })
+        let b = s.as_bytes();
+        let invalid = |why: String| InvalidId {
+            reason: RejectReason::InvalidEntityUuid,
+            message: format!("entity id {:?} {why}", echo(s)),
+        };
+        if b.is_empty() {
+            return Err(invalid("is empty; an id is 1-128 characters".into()));
         }
+        if b.len() > MAX_ENTITY_ID_LEN {
+            return Err(invalid(format!(
+                "is {} characters long; an id is at most {MAX_ENTITY_ID_LEN}",
+                s.chars().count()
+            )));
+        }
+        let allowed = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-');
+        if !b[0].is_ascii_alphanumeric() || !b.iter().all(allowed) {
+            return Err(invalid(
+                "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$ (letters, digits and . _ : -, \
+                 starting with a letter or digit)"
+                    .into(),
+            ));
+        }
+        if is_uuid_shaped(b) && b.iter().any(u8::is_ascii_uppercase) {
+            return Err(invalid(format!(
+                "is a UUID with uppercase letters; UUID ids must be lowercase ({})",
+                s.to_ascii_lowercase()
+            )));
+        }
+        Ok(EntityId(s.to_string()))
     }
 
     /// A new random id (UUID v4).
@@ -392,6 +421,15 @@ impl EntityId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// 8-4-4-4-12 hex digits, in any case.
+fn is_uuid_shaped(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// A node's human-readable code: 1–64 characters of `A-Z a-z 0-9 . _ -` (PROTOCOL §1).
@@ -488,10 +526,40 @@ mod tests {
     }
 
     #[test]
-    fn entity_ids_are_lowercase_uuids() {
-        assert!(EntityId::parse("3f2b8c1e-5d4a-4e6f-9a7b-1c2d3e4f5a6b").is_ok());
-        assert!(EntityId::parse("3F2B8C1E-5D4A-4E6F-9A7B-1C2D3E4F5A6B").is_err());
+    fn entity_ids_follow_the_pattern() {
+        for ok in [
+            "3f2b8c1e-5d4a-4e6f-9a7b-1c2d3e4f5a6b",
+            "task-1",
+            "a1B2c3D4e5F6g7H8",
+            "ns:thing.1",
+            "0",
+            "A_b.c:d-e",
+            // Not UUID-shaped (a letter beyond f), so its case is free.
+            "3G2B8C1E-5D4A-4E6F-9A7B-1C2D3E4F5A6B",
+            &"x".repeat(MAX_ENTITY_ID_LEN),
+        ] {
+            assert_eq!(EntityId::parse(ok).unwrap().as_str(), ok);
+        }
         assert!(EntityId::parse(EntityId::new_random().as_str()).is_ok());
+        for (bad, says) in [
+            ("", "is empty"),
+            ("-x", "must match"),
+            (".x", "must match"),
+            ("_x", "must match"),
+            ("a/b", "must match"),
+            ("a b", "must match"),
+            ("é", "must match"),
+            ("a\0", "must match"),
+            (&"x".repeat(MAX_ENTITY_ID_LEN + 1), "at most 128"),
+            ("3F2B8C1E-5D4A-4E6F-9A7B-1C2D3E4F5A6B", "must be lowercase"),
+            ("3f2b8c1e-5d4a-4e6f-9a7b-1c2d3e4f5a6B", "must be lowercase"),
+        ] {
+            let e = EntityId::parse(bad).unwrap_err();
+            assert_eq!(e.reason, RejectReason::InvalidEntityUuid, "{bad:?}");
+            assert!(e.message.contains(says), "{bad:?}: {}", e.message);
+        }
+        // Ids are case-sensitive: two spellings are two ids.
+        assert_ne!(EntityId::parse("Task-1"), EntityId::parse("task-1"));
     }
 
     #[test]

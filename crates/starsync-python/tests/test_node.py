@@ -107,7 +107,7 @@ def test_data_python_cannot_send_as_json_is_refused_before_anything_is_queued(ma
     with pytest.raises(starsync.InvalidInput, match="nested more than"):
         a.create("Estimate", {"loop": loop})
     with pytest.raises(starsync.InvalidInput):
-        a.put("Estimate", "not-a-uuid", {"n": 1})
+        a.put("Estimate", "not/an-id", {"n": 1})
     with pytest.raises(starsync.InvalidInput):
         a.put("no spaces allowed", "0b0e8c6e-8d36-4f0c-9a58-3f0f4b1b3a11", {"n": 1})
     assert a.status()["pending"] == 0, "nothing half-applied"

@@ -1,6 +1,6 @@
 //! Direct entity reads and writes by the admin: hub-authored versions sent to every node.
 
-use crate::engine::apply::{entity_size_rule, SeqAlloc};
+use crate::engine::apply::{entity_size_rule, field_versions_after, SeqAlloc};
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Entity;
 use crate::store::{entities, queue, Conn};
@@ -126,6 +126,12 @@ pub(super) fn admin_write(
     let mut seq = SeqAlloc::begin(c)?;
     let s = seq.take();
     let current = entities::get(c, entity_type, uuid)?;
+    // The hub changed the fields that differ (author NULL); a creation or a deletion changes
+    // every field (stored as NULL, PROTOCOL §5.1).
+    let field_versions = match (&current, &data) {
+        (Some(e), Some(d)) if !e.is_deleted => Some(field_versions_after(e, d, None)?),
+        _ => None,
+    };
     let ent = Entity {
         entity_type: entity_type.to_string(),
         entity_uuid: uuid.to_string(),
@@ -141,6 +147,7 @@ pub(super) fn admin_write(
         created_seq: current.as_ref().map(|e| e.created_seq).unwrap_or(s),
         change_id: None,
         applied_at: now.to_string(),
+        field_versions,
     };
     entities::upsert(c, &ent)?;
     queue::clear_entity(c, entity_type, uuid)?;

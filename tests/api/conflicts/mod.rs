@@ -5,6 +5,7 @@
 
 mod admin_resolution;
 mod deletes;
+mod field_merge;
 mod field_rules;
 mod listing;
 mod no_silent_loss;

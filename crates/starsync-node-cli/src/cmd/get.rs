@@ -6,7 +6,8 @@ use super::prelude::*;
 pub struct Args {
     /// Entity type.
     pub entity_type: String,
-    /// The entity's id.
+    /// The entity's id (a UUID, task-1, ns:thing.1, …).
+    #[arg(value_name = "ID")]
     pub uuid: String,
 }
 

@@ -6,7 +6,9 @@ use super::prelude::*;
 pub struct Args {
     /// Entity type, like Estimate (^[A-Za-z][A-Za-z0-9_]{0,63}$).
     pub entity_type: String,
-    /// The entity's id (a lowercase UUID).
+    /// The entity's id: 1-128 characters of A-Z a-z 0-9 . _ : - starting with a letter or
+    /// digit (a UUID, task-1, ns:thing.1); a UUID must be lowercase.
+    #[arg(value_name = "ID")]
     pub uuid: String,
     /// A JSON object; `-` reads standard input, `@FILE` reads a file.
     #[arg(value_name = "JSON")]

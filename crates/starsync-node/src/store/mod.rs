@@ -148,6 +148,7 @@ mod tests {
                 version: Some(version),
                 updated_at: starsync_protocol::now_ts(),
                 data: Some(RawValue::from_string(format!("{{\"v\":{v}}}")).unwrap()),
+                fields: None,
             }],
         }
     }

@@ -129,7 +129,13 @@ fn number_packet(
             })?),
             None => None,
         };
+        let fields = if e.operation == "UPDATE" {
+            changed_fields_of(c, e)?
+        } else {
+            None
+        };
         changes.push(Change {
+            fields,
             change_id: e.change_id.clone(),
             entity_type: e.entity_type.clone(),
             entity_uuid: e.entity_uuid.clone(),
@@ -166,4 +172,26 @@ fn number_packet(
         .execute(c)?;
     st.sent_packet_no = n;
     Ok(row)
+}
+
+/// The `fields` of an UPDATE (PROTOCOL §5.1): the top-level fields whose values differ between
+/// the server copy the edit was based on (`local_entities.server_data`) and the data sent —
+/// changed, added or removed. Computed when the packet is numbered, so several local edits
+/// coalesced into one outbox entry name every field any of them changed. `None` (the whole
+/// document) when the node holds no server copy: then it cannot tell what it changed.
+fn changed_fields_of(
+    c: &mut SqliteConnection,
+    e: &OutboxRow,
+) -> Result<Option<Vec<String>>, NodeError> {
+    let Some(data) = &e.data else {
+        return Ok(None);
+    };
+    let base: Option<Option<String>> = local_entities::table
+        .find((&e.entity_type, &e.entity_uuid))
+        .select(local_entities::server_data)
+        .first(c)
+        .optional()?;
+    Ok(base
+        .flatten()
+        .and_then(|base| starsync_protocol::fields::changed_fields(&base, data)))
 }
