@@ -220,6 +220,9 @@ fn to_change(r: &Record, existing: Option<&Entity>, now: &str) -> EngineResult<C
         version: None,
         updated_at: now.into(),
         data,
+        // A WatermelonDB record is the whole state (every column), and the hub never merges a
+        // WatermelonDB push: the client merged per column before pushing (PROTOCOL §11.1).
+        fields: None,
     })
 }
 

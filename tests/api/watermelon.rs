@@ -113,7 +113,8 @@ fn own_pushed_records_come_back_updated_while_another_app_on_the_token_gets_crea
     let mut desk = app.register("DESK");
     let (_, first_a) = pull_ok(&app, &wm.token, None);
     let (_, first_b) = pull_ok(&app, &wm.token, None);
-    let mine = new_uuid();
+    // WatermelonDB's own kind of id: 16 characters, mixed case.
+    let mine = "a1B2c3D4e5F6g7H8".to_string();
     let (s, body) = push(
         &app,
         Some(&wm.token),
@@ -576,7 +577,7 @@ fn watermelondb_synchronize_converges_with_a_desktop_node() {
         .env("STARSYNC_WM_TOKEN", &wm.token)
         .env("STARSYNC_NODE_BIN", node_bin())
         .env("STARSYNC_DESKTOP", desktop.path())
-        .env("STARSYNC_WM_IDS", "uuid")
+        .env("STARSYNC_WM_IDS", "native")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
