@@ -70,8 +70,9 @@ run() {
 }
 echo "== every operation but the exchange, with the admin token"
 run "$admin" admin --exclude-operation-id exchange
-echo "== the exchange, with a node token"
-run "$node_token" node --include-operation-id exchange
+echo "== the node routes (the exchange, WatermelonDB pull and push), with a node token"
+run "$node_token" node --include-operation-id exchange \
+  --include-operation-id watermelon_pull --include-operation-id watermelon_push
 
 # A 5xx is logged as "request failed"; a panic is a bug even if answered. (actix's own
 # "request parse error" lines are the fuzzer's malformed requests, refused with 400.)
