@@ -342,6 +342,17 @@ fn bad_requests_are_clear_errors_and_apply_nothing() {
             "{token:?}"
         );
     }
+    // A disabled node's token: 401 on both, nothing applied.
+    let (s, _) = app.post(
+        &format!("/api/sync/nodes/{}/disable", wm.id),
+        Some(ADMIN),
+        &json!({}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(pull(&app, Some(&wm.token), "null").0, 401);
+    let one = json!({"tasks": table(json!([good]), json!([]), json!([]))});
+    assert_eq!(push(&app, Some(&wm.token), one, t).0, 401);
+    assert_eq!(app.entity("tasks", &ok).0, 404);
 }
 
 #[test]
