@@ -86,7 +86,7 @@ fn metrics_count_exchanges_changes_conflicts_rejections_nodes_and_queues() {
         vec![
             upsert("Task", &task, 1, json!({"t": "b"})),
             upsert("Note", &new_uuid(), 0, json!({"n": 1})),
-            upsert("Task", "not-a-uuid", 0, json!({"t": 3})),
+            upsert("Task", "not an id!", 0, json!({"t": 3})),
         ],
     );
     let ex = b.post_packet(&app, &packet);
