@@ -348,6 +348,7 @@ impl Engine {
                 wm::note_created(conn, table, ids, mark)?;
             }
             seq.finish(conn)?;
+            wm::note_sync(conn, &node.id, true, &now)?;
             tracing::info!(
                 node = %node.code,
                 records = records.len(),
@@ -382,6 +383,7 @@ impl Engine {
         let mark = self.write(|conn| {
             let mark = store::alloc_seq(conn, 1)?;
             wm::insert_pull(conn, mark, &node.id, upto, &now)?;
+            wm::note_sync(conn, &node.id, false, &now)?;
             Ok(mark)
         })?;
         if mark > MAX_CURSOR {

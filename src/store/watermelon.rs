@@ -164,3 +164,21 @@ impl Drop for Snapshot {
         }
     }
 }
+
+/// Notes a WatermelonDB pull (`last_sync_out`) or push (`last_sync_in`) in the node's status,
+/// as an exchange does, without touching its packet counters (a packet exchange of the same
+/// node may be under way with its own copy of them).
+pub fn note_sync(conn: &mut Conn, node_id: &str, pushed: bool, now: &str) -> StoreResult<()> {
+    use super::schema::sync_nodes::dsl as n;
+    let target = n::sync_nodes.find(node_id);
+    if pushed {
+        diesel::update(target)
+            .set(n::last_sync_in.eq(now))
+            .execute(conn)?;
+    } else {
+        diesel::update(target)
+            .set(n::last_sync_out.eq(now))
+            .execute(conn)?;
+    }
+    Ok(())
+}

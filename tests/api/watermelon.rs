@@ -125,6 +125,13 @@ fn own_pushed_records_come_back_updated_while_another_app_on_the_token_gets_crea
     );
     assert_eq!((s, body), (200, json!({"experimentalRejectedIds": {}})));
 
+    // The node's status shows the app's activity.
+    let status = app.node_status(&wm);
+    assert!(
+        status["last_sync_in"].is_string() && status["last_sync_out"].is_string(),
+        "{status}"
+    );
+
     // App A (the pusher) pulls from the cursor its push carried: `updated`.
     let (changes, _) = pull_ok(&app, &wm.token, Some(first_a));
     assert_eq!(ids(&changes["tasks"]["updated"]), vec![mine.clone()]);
