@@ -8,6 +8,7 @@ pub mod apply;
 pub mod auth;
 pub mod exchange;
 pub mod outbound;
+pub mod scopes;
 pub mod status;
 
 use std::sync::Arc;
