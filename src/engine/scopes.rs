@@ -341,10 +341,13 @@ pub fn change_view(
     }
     let packet = node.sent_packet_no;
     let star = old.iter().find(|r| r.scope == ALL).cloned();
-    let loss = |r: &NodeScope| ScopeLoss {
+    // A loss from `cursor`: 0 for a scope the node no longer sees (its live entities must go),
+    // the stream's own cursor where the node keeps seeing them and only the tombstones it was
+    // still owed must come (their stream is replaced by one that starts at the PATCH).
+    let loss = |r: &NodeScope, cursor: i64| ScopeLoss {
         node_id: node.id.clone(),
         scope: r.scope.clone(),
-        cursor_seq: 0,
+        cursor_seq: cursor,
         loss_seq: last_seq,
         acked_at_loss: r.acked_seq,
         since_packet: packet,
@@ -356,10 +359,12 @@ pub fn change_view(
     for r in &old {
         if !want.contains(&r.scope) {
             scopes::remove(conn, &node.id, &r.scope)?;
-            // Gaining `*` loses nothing (it sees every scope), nor does dropping the global
-            // stream for it.
-            if r.scope != GLOBAL && !want.contains(ALL) {
-                scopes::record_loss(conn, &loss(r))?;
+            if want.contains(ALL) {
+                // Gaining `*` hides nothing, but the old stream's undelivered tombstones
+                // are still owed.
+                scopes::record_loss(conn, &loss(r, r.acked_seq))?;
+            } else if r.scope != GLOBAL {
+                scopes::record_loss(conn, &loss(r, 0))?;
             }
         }
     }
@@ -402,11 +407,14 @@ pub fn change_view(
             };
             scopes::set_types(conn, &node.id, types_json(&types).as_deref())?;
             for r in scopes::of_node(conn, &node.id)? {
-                // Dropped types: their entities leave the view, drained like a lost scope.
-                if narrowed {
-                    scopes::record_loss(conn, &loss(&r))?;
+                // Dropped types: their entities leave the view, drained like a lost scope
+                // (from 0). Added types: the stream starts over at the PATCH (what the node
+                // holds comes again), and a loss from its old cursor still brings the
+                // tombstones it was owed.
+                if narrowed || widened {
+                    let from = if narrowed { 0 } else { r.acked_seq };
+                    scopes::record_loss(conn, &loss(&r, from))?;
                 }
-                // Added types: the stream starts over (what the node holds comes again).
                 if widened {
                     scopes::restart(conn, &node.id, &r.scope, last_seq, packet)?;
                 }

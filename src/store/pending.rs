@@ -21,26 +21,31 @@
 //!
 //! 1. `e.seq > c` — N has not acknowledged this state (a newer change of the entity gets a new,
 //!    higher `seq`, so it is pending again even if an older state was acknowledged);
-//! 2. `e.holder ≠ N` — N does not already hold exactly this state (PROTOCOL's echo rule; the
-//!    holder is the author of a change applied as sent, NULL — nobody — when the stored state
-//!    differs from what anyone sent);
+//! 2. `e.holder ≠ N or e.seq ≤ r` — N does not already hold exactly this state (PROTOCOL's
+//!    echo rule; the holder is the author of a change applied as sent, NULL — nobody — when the
+//!    stored state differs from what anyone sent). Entries from before N had the stream are
+//!    sent even when N wrote them: a scope N lost (and was sent DELETEs for) and gains again
+//!    must come back whole. For a stream N had since registration nothing that old is N's;
 //! 3. `e.deleted ⇒ e.seq > r` — a tombstone only goes to nodes that saw the stream when it was
 //!    written: a node that registered (or gained the scope) later never had the entity.
 //!
 //! **N's queue** is those entries, plus, one entry per entity:
 //!
-//! - N's own `sync_changes` rows with `seq > sync_nodes.acked_seq` whose entity N sees (the
-//!   server's state re-sent to N after N lost a conflict): the state;
+//! - N's own `sync_changes` rows with `seq > sync_nodes.acked_seq` (the server's state re-sent
+//!   to N after N lost a conflict): the state when N sees the entity, otherwise a DELETE
+//!   without data (N may hold its own losing version of an entity it may no longer see);
 //! - **exits** (`scope_exits`, written when an entity's scope changes) of each of N's scope
 //!   streams with `seq > max(c, r)` whose entity N does *not* see now: a DELETE without data (it
 //!   left N's view; when N sees its new scope, the log already carries its state);
 //! - **losses** (`node_scope_losses`, a scope N lost, `*` for the whole log, or every scope after
 //!   a types change) with cursor `lc`, `loss_seq` and `acked_at_loss`: the entities of that scope
 //!   with `seq > lc`, created at or before `loss_seq`, tombstones only above `acked_at_loss`, and
-//!   the scope's exits above `max(lc, acked_at_loss)`, whose entity N does not see now: a DELETE
-//!   without data (N may hold it and no longer may).
+//!   the scope's exits above `max(lc, acked_at_loss)`, whose entity N does not see now, or is a
+//!   tombstone: a DELETE without data (N may hold it and no longer may; a tombstone is owed
+//!   even in view, since the stream that replaced the lost one starts at the PATCH).
 //!
-//! States need N to see the entity, DELETEs need it not to: an entity is never both.
+//! States need N to see a live entity, DELETEs need it not to, or the entity to be deleted: a
+//! live entity is never both; a tombstone pending both ways is one DELETE.
 //! `pending_changes` is the number of entities in N's queue, which is what N receives if it
 //! drains its queue while nothing changes.
 //!
@@ -218,7 +223,8 @@ macro_rules! stream_query {
                     .and(
                         e::holder_node_id
                             .is_null()
-                            .or(e::holder_node_id.ne(v.node_id.clone())),
+                            .or(e::holder_node_id.ne(v.node_id.clone()))
+                            .or(e::seq.le(s.since)),
                     )
                     .and(e::is_deleted.eq(false).or(e::seq.gt(s.since))),
             )
@@ -287,7 +293,7 @@ pub fn in_log(ent: &Entity, v: &View) -> bool {
         return false;
     };
     ent.seq > s.cursor
-        && ent.holder_node_id.as_deref() != Some(v.node_id.as_str())
+        && (ent.holder_node_id.as_deref() != Some(v.node_id.as_str()) || ent.seq <= s.since)
         && (!ent.is_deleted || ent.seq > s.since)
 }
 
@@ -298,11 +304,11 @@ pub fn in_log(ent: &Entity, v: &View) -> bool {
 /// nodes that are all 100,000 changes behind waited 53 s. Here the log is streamed once (in
 /// `seq` order, bounded pages) into sorted sequence lists, one set per bucket — (scope, type),
 /// each part only when some view needs it, so a hub without scopes has one bucket as before —
-/// and each node's count is four binary searches per (stream, bucket). Conditions 1–3 for a
-/// stream with cursor `c` and since `r`, by inclusion–exclusion (the last term adds back the
-/// entries that both subtracted terms removed):
+/// and each node's count is three binary searches per (stream, bucket). Conditions 1–3 for a
+/// stream with cursor `c` and since `r` remove from `seq > c` the entries held by N above `r`
+/// and the tombstones at or below `r`; the two sets cannot meet (above `r`, at or below it), so
 ///
-/// `|seq > c| − |held by N, seq > c| − |deleted, c < seq ≤ r| + |deleted and held by N, c < seq ≤ r|`.
+/// `|seq > c| − |held by N, seq > max(c, r)| − |deleted, c < seq ≤ r|`.
 pub fn counts_in_log(conn: &mut Conn, views: &[View]) -> StoreResult<HashMap<String, i64>> {
     let by_scope = views.iter().any(|v| !v.all);
     let by_type = views.iter().any(|v| v.types.is_some());
@@ -316,7 +322,7 @@ pub fn counts_in_log(conn: &mut Conn, views: &[View]) -> StoreResult<HashMap<Str
     struct Lists {
         all: Vec<i64>,
         deleted: Vec<i64>,
-        held: HashMap<usize, (Vec<i64>, Vec<i64>)>,
+        held: HashMap<usize, Vec<i64>>,
     }
     let mut buckets: HashMap<Bucket, Lists> = HashMap::new();
     let mut after = i64::MIN;
@@ -335,11 +341,7 @@ pub fn counts_in_log(conn: &mut Conn, views: &[View]) -> StoreResult<HashMap<Str
                 l.deleted.push(seq);
             }
             if let Some(i) = holder.as_deref().and_then(|h| index.get(h)) {
-                let h = l.held.entry(*i).or_default();
-                h.0.push(seq);
-                if is_deleted {
-                    h.1.push(seq);
-                }
+                l.held.entry(*i).or_default().push(seq);
             }
         }
     }
@@ -352,7 +354,7 @@ pub fn counts_in_log(conn: &mut Conn, views: &[View]) -> StoreResult<HashMap<Str
             (v.partition_point(|s| *s <= hi) - v.partition_point(|s| *s <= lo)) as i64
         }
     };
-    let none = (Vec::new(), Vec::new());
+    let none = Vec::new();
     let mut out = HashMap::with_capacity(views.len());
     for (i, v) in views.iter().enumerate() {
         let mut count = 0;
@@ -365,9 +367,8 @@ pub fn counts_in_log(conn: &mut Conn, views: &[View]) -> StoreResult<HashMap<Str
                     continue;
                 }
                 let (c, r) = (s.cursor, s.since);
-                let (held, held_deleted) = l.held.get(&i).unwrap_or(&none);
-                count += above(&l.all, c) - above(held, c) - between(&l.deleted, c, r)
-                    + between(held_deleted, c, r);
+                let held = l.held.get(&i).unwrap_or(&none);
+                count += above(&l.all, c) - above(held, c.max(r)) - between(&l.deleted, c, r);
             }
         }
         out.insert(v.node_id.clone(), count);
@@ -444,7 +445,9 @@ pub struct Page {
 /// `sync_changes` rows, each scope stream's exits, each loss (its scope's entities and exits).
 pub fn extra_pages(conn: &mut Conn, v: &View, limit: i64) -> StoreResult<Vec<Page>> {
     let mut pages = Vec::new();
-    // The node's own queue rows: the current state, when the node still sees it.
+    // The node's own queue rows: the current state, when the node still sees it; a DELETE
+    // when it no longer does (the node was owed the server's state, e.g. a tombstone after a
+    // lost conflict, and may hold a version of its own).
     let rows = queue::pending(conn, &v.node_id, v.queue_cursor, limit)?;
     let mut p = Page {
         cut: rows.len() as i64 == limit,
@@ -453,9 +456,12 @@ pub fn extra_pages(conn: &mut Conn, v: &View, limit: i64) -> StoreResult<Vec<Pag
     };
     for r in rows {
         if let Some(h) = entities::head(conn, &r.entity_type, &r.entity_uuid)? {
-            if v.sees(&h.entity_type, h.scope.as_deref()) {
-                p.entries.push(entry(h, r.seq, Extra::State));
-            }
+            let kind = if v.sees(&h.entity_type, h.scope.as_deref()) {
+                Extra::State
+            } else {
+                Extra::Gone
+            };
+            p.entries.push(entry(h, r.seq, kind));
         }
     }
     pages.push(p);
@@ -490,7 +496,9 @@ pub fn extra_pages(conn: &mut Conn, v: &View, limit: i64) -> StoreResult<Vec<Pag
             entries: Vec::new(),
         };
         for h in heads {
-            if !v.sees(&h.entity_type, h.scope.as_deref()) {
+            // A tombstone goes even to a node that sees it: the stream that replaced the
+            // lost one starts at the PATCH, and would not bring it.
+            if h.is_deleted || !v.sees(&h.entity_type, h.scope.as_deref()) {
                 let seq = h.seq;
                 p.entries.push(entry(h, seq, Extra::Gone));
             }
@@ -543,11 +551,9 @@ pub fn extra_entries(conn: &mut Conn, v: &View) -> StoreResult<HashMap<(String, 
     for p in extra_pages(conn, v, i64::MAX)? {
         for x in p.entries {
             let key = (x.entity_type.clone(), x.entity_uuid.clone());
-            if x.kind == Extra::State {
-                match entities::get(conn, &x.entity_type, &x.entity_uuid)? {
-                    Some(ent) if in_log(&ent, v) => continue,
-                    _ => {}
-                }
+            match entities::get(conn, &x.entity_type, &x.entity_uuid)? {
+                Some(ent) if in_log(&ent, v) => continue,
+                _ => {}
             }
             out.insert(key, x.kind);
         }

@@ -98,8 +98,8 @@ pub fn losses_of(conn: &mut Conn, node_id: &str) -> StoreResult<Vec<ScopeLoss>> 
         .load(conn)?)
 }
 
-/// Records that a node lost a scope. A loss of a scope already being drained starts the drain
-/// over from the beginning (conservative: DELETEs of what the node may not hold are harmless).
+/// Records that a node lost a scope. A loss of a scope already being drained goes on from the
+/// lower of the two cursors (conservative: DELETEs of what the node may not hold are harmless).
 pub fn record_loss(conn: &mut Conn, row: &ScopeLoss) -> StoreResult<()> {
     let old: Option<ScopeLoss> = l::node_scope_losses
         .find((&row.node_id, &row.scope))
@@ -114,7 +114,7 @@ pub fn record_loss(conn: &mut Conn, row: &ScopeLoss) -> StoreResult<()> {
         Some(old) => {
             diesel::update(l::node_scope_losses.find((&row.node_id, &row.scope)))
                 .set((
-                    l::cursor_seq.eq(0),
+                    l::cursor_seq.eq(row.cursor_seq.min(old.cursor_seq)),
                     l::loss_seq.eq(row.loss_seq.max(old.loss_seq)),
                     l::acked_at_loss.eq(row.acked_at_loss.min(old.acked_at_loss)),
                     l::since_packet.eq(row.since_packet),

@@ -28,7 +28,10 @@ fn a_queue_holds_its_scopes_and_global_types_filtered_by_its_types() {
     let mut b = node_with(&app, "B", &["fam-2"], Some(&["Doc"]));
     let mut s = node_with(&app, "S", &["*"], None);
     let mut n = app.register("N");
-    assert_eq!(ids(&a.drain(&app)), sorted(vec![f1.clone(), country.clone()]));
+    assert_eq!(
+        ids(&a.drain(&app)),
+        sorted(vec![f1.clone(), country.clone()])
+    );
     assert_eq!(ids(&b.drain(&app)), vec![f2.clone()]);
     // Only `*` sees an entity without a scope value.
     assert_eq!(
@@ -45,7 +48,10 @@ fn a_scope_move_deletes_for_the_old_scope_and_sends_the_state_to_the_new() {
     let mut b = node_with(&app, "B", &["fam-2"], None);
     let mut m = node_with(&app, "M", &["fam-1", "fam-2"], None);
     let x = new_uuid();
-    a.sync(&app, vec![upsert("Doc", &x, 0, json!({"tenant_id": "fam-1", "t": 1}))]);
+    a.sync(
+        &app,
+        vec![upsert("Doc", &x, 0, json!({"tenant_id": "fam-1", "t": 1}))],
+    );
     assert_eq!(ids(&m.drain(&app)), vec![x.clone()]);
     assert!(b.drain(&app).is_empty());
     a.drain(&app);
@@ -87,7 +93,11 @@ fn a_gained_scope_delivers_its_live_entities_without_old_tombstones() {
     }
     let dead = new_uuid();
     admin_put(&app, "Doc", &dead, json!({"tenant_id": "fam-2"}));
-    assert_eq!(app.delete(&format!("/api/sync/entities/Doc/{dead}"), Some(ADMIN)).0, 200);
+    assert_eq!(
+        app.delete(&format!("/api/sync/entities/Doc/{dead}"), Some(ADMIN))
+            .0,
+        200
+    );
     assert!(a.drain(&app).is_empty());
 
     let (s, n) = app.patch(
@@ -141,7 +151,12 @@ fn a_lost_scope_delivers_deletes_and_nothing_more_of_it() {
     assert_eq!(live, vec![&kept]);
     assert!(a.sync(&app, vec![]).changes().is_empty(), "acknowledged");
     assert_eq!(app.node_status(&a)["pending_changes"], 0);
-    admin_put(&app, "Doc", &lost[0], json!({"tenant_id": "fam-2", "again": true}));
+    admin_put(
+        &app,
+        "Doc",
+        &lost[0],
+        json!({"tenant_id": "fam-2", "again": true}),
+    );
     assert!(a.drain(&app).is_empty());
 }
 
@@ -185,7 +200,12 @@ fn a_conflict_answer_is_not_sent_once_the_entity_left_the_nodes_scopes() {
     let p = a.packet(
         a.next_packet_no,
         a.acked,
-        vec![upsert("Doc", &x, 1, json!({"tenant_id": "fam-1", "v": "A"}))],
+        vec![upsert(
+            "Doc",
+            &x,
+            1,
+            json!({"tenant_id": "fam-1", "v": "A"}),
+        )],
     );
     let ex = a.post_packet(&app, &p);
     assert_eq!(ex.body["conflict_count"], 1, "{}", ex.body);

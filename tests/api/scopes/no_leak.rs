@@ -23,8 +23,11 @@ const GLOBAL_IDS: usize = 6;
 
 /// A deterministic id per seed (UUIDs, since ids must be lowercase UUIDs on this hub).
 fn id(seed: u64, kind: &str, i: usize) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{seed}/{kind}/{i}").as_bytes())
-        .to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{seed}/{kind}/{i}").as_bytes(),
+    )
+    .to_string()
 }
 
 struct Rng(u64);
@@ -196,7 +199,12 @@ impl World {
         };
         let typed_out = view.types.as_ref().is_some_and(|ts| !ts.contains(&t));
         if outside || typed_out {
-            assert_eq!(body["error_count"], 1, "{}: must be refused: {body}", self.at());
+            assert_eq!(
+                body["error_count"],
+                1,
+                "{}: must be refused: {body}",
+                self.at()
+            );
             let reason = body["errors"][0]["reason"].as_str().unwrap();
             assert!(
                 ["forbidden_scope", "scope_required", "forbidden_type"].contains(&reason),
@@ -222,7 +230,8 @@ impl World {
             data["tenant_id"] = json!(self.tenant());
         }
         if self.rng.chance(15) {
-            self.app.delete(&format!("/api/sync/entities/{t}/{u}"), Some(ADMIN));
+            self.app
+                .delete(&format!("/api/sync/entities/{t}/{u}"), Some(ADMIN));
         } else {
             admin_put(&self.app, &t, &u, data);
         }
@@ -237,7 +246,9 @@ impl World {
             } else {
                 json!(["Doc", "Country"])
             };
-            let (s, body) = self.app.patch(&path, Some(ADMIN), &json!({ "types": types }));
+            let (s, body) = self
+                .app
+                .patch(&path, Some(ADMIN), &json!({ "types": types }));
             assert_eq!(s, 200, "{body}");
             self.view[i].types = types
                 .as_array()
@@ -249,7 +260,9 @@ impl World {
         } else {
             (0..self.rng.below(3)).map(|_| self.tenant()).collect()
         };
-        let (s, body) = self.app.patch(&path, Some(ADMIN), &json!({ "scopes": scopes }));
+        let (s, body) = self
+            .app
+            .patch(&path, Some(ADMIN), &json!({ "scopes": scopes }));
         assert_eq!(s, 200, "{}: {body}", self.at());
         let shown: BTreeSet<String> = body["scopes"]
             .as_array()
@@ -269,12 +282,19 @@ impl World {
         for (k, n) in self.nodes.iter().enumerate() {
             let own = self.app.node_status(n)["pending_changes"].clone();
             assert_eq!(
-                stats["pending_counts"][&n.id]["pending_changes"], own,
+                stats["pending_counts"][&n.id]["pending_changes"],
+                own,
                 "{}: {}",
                 self.at(),
                 n.code
             );
-            assert_eq!(list["nodes"][k]["pending_changes"], own, "{}: {}", self.at(), n.code);
+            assert_eq!(
+                list["nodes"][k]["pending_changes"],
+                own,
+                "{}: {}",
+                self.at(),
+                n.code
+            );
         }
     }
 
@@ -309,7 +329,10 @@ impl World {
             assert_eq!(s, 200, "{page}");
             for e in page["entities"].as_array().unwrap() {
                 if e["deleted"] == json!(false) {
-                    let key = (t.to_string(), e["entity_uuid"].as_str().unwrap().to_string());
+                    let key = (
+                        t.to_string(),
+                        e["entity_uuid"].as_str().unwrap().to_string(),
+                    );
                     server.insert(key, e["data"].clone());
                 }
             }
@@ -336,7 +359,10 @@ impl World {
                 self.seed
             );
             let body = self.exchange(i, vec![]);
-            assert_eq!(decode(body["packet_data"].as_str().unwrap())["changes"], json!([]));
+            assert_eq!(
+                decode(body["packet_data"].as_str().unwrap())["changes"],
+                json!([])
+            );
             assert_eq!(self.app.node_status(&self.nodes[i])["pending_changes"], 0);
             let want: BTreeMap<(String, String), Value> = server
                 .iter()

@@ -28,7 +28,10 @@ fn two_tenants_through_the_node_library() {
     let local: Value = a.get("Doc", &u).unwrap().unwrap().data.parse().unwrap();
     assert_eq!(local["tenant_id"], "fam-1", "{local}");
     b.sync().unwrap();
-    assert!(b.get("Doc", &u).unwrap().is_none(), "B never receives fam-1's data");
+    assert!(
+        b.get("Doc", &u).unwrap().is_none(),
+        "B never receives fam-1's data"
+    );
 
     // A writes into B's tenant: refused, marked failed with the reason, nothing reaches B.
     let (v, _) = a
@@ -42,11 +45,20 @@ fn two_tenants_through_the_node_library() {
     assert!(b.get("Doc", &v).unwrap().is_none());
 
     // The admin moves A's document to fam-2: A drops it (no data kept), B gets it.
-    admin_put(&app, "Doc", &u, json!({"tenant_id": "fam-2", "title": "Roof"}));
+    admin_put(
+        &app,
+        "Doc",
+        &u,
+        json!({"tenant_id": "fam-2", "title": "Roof"}),
+    );
     a.sync().unwrap();
     let gone = a.get("Doc", &u).unwrap().unwrap();
     assert!(gone.deleted);
-    assert!(!gone.data.as_str().contains("Roof"), "{}", gone.data.as_str());
+    assert!(
+        !gone.data.as_str().contains("Roof"),
+        "{}",
+        gone.data.as_str()
+    );
     b.sync().unwrap();
     let there: Value = b.get("Doc", &u).unwrap().unwrap().data.parse().unwrap();
     assert_eq!(there["title"], "Roof");

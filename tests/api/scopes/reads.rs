@@ -17,7 +17,10 @@ fn status_counts_only_the_nodes_scopes_in_every_view() {
     assert_eq!(s, 200);
     assert_eq!(own["pending_changes"], 4, "{own}");
     let (_, stats) = app.get("/api/sync/status", Some(ADMIN));
-    assert_eq!(stats["pending_counts"][&a.id]["pending_changes"], 4, "{stats}");
+    assert_eq!(
+        stats["pending_counts"][&a.id]["pending_changes"], 4,
+        "{stats}"
+    );
     let (_, list) = app.get("/api/sync/nodes", Some(ADMIN));
     assert_eq!(list["nodes"][0]["pending_changes"], 4, "{list}");
 }
@@ -30,27 +33,47 @@ fn a_node_sees_conflict_rows_only_while_the_entity_is_in_its_scopes() {
     admin_put(&app, "Memo", &x, json!({"tenant_id": "fam-1", "v": 1}));
     a.drain(&app);
     admin_put(&app, "Memo", &x, json!({"tenant_id": "fam-1", "v": 2}));
-    let ex = a.sync(&app, vec![upsert("Memo", &x, 1, json!({"tenant_id": "fam-1", "v": "A"}))]);
+    let ex = a.sync(
+        &app,
+        vec![upsert(
+            "Memo",
+            &x,
+            1,
+            json!({"tenant_id": "fam-1", "v": "A"}),
+        )],
+    );
     assert_eq!(ex.body["conflict_count"], 1, "{}", ex.body);
     let mine = format!("/api/sync/conflicts?node_id={}", a.id);
     let status = format!("/api/sync/status/{}", a.id);
     let (s, rows) = app.get(&mine, Some(&a.token));
     assert_eq!(s, 200, "{rows}");
     assert_eq!(rows["conflicts"].as_array().unwrap().len(), 1);
-    assert_eq!(app.get(&status, Some(&a.token)).1["unresolved_conflicts"], 1);
+    assert_eq!(
+        app.get(&status, Some(&a.token)).1["unresolved_conflicts"],
+        1
+    );
 
     // The entity moves to another tenant: the row is no longer A's to read.
     admin_put(&app, "Memo", &x, json!({"tenant_id": "fam-2", "v": 3}));
     let (s, rows) = app.get(&mine, Some(&a.token));
     assert_eq!(s, 200);
     assert_eq!(rows["conflicts"], json!([]), "{rows}");
-    assert_eq!(app.get(&status, Some(&a.token)).1["unresolved_conflicts"], 0);
+    assert_eq!(
+        app.get(&status, Some(&a.token)).1["unresolved_conflicts"],
+        0
+    );
     // The admin still sees everything.
     assert_eq!(app.conflicts("").len(), 1);
     assert_eq!(app.get(&status, Some(ADMIN)).1["unresolved_conflicts"], 1);
     // Back in A's scope, the row is A's again.
     admin_put(&app, "Memo", &x, json!({"tenant_id": "fam-1", "v": 4}));
-    assert_eq!(app.get(&mine, Some(&a.token)).1["conflicts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.get(&mine, Some(&a.token)).1["conflicts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -65,6 +88,10 @@ fn entity_routes_stay_admin_only() {
         "/api/sync/entity-types".to_string(),
     ] {
         let (s, body) = app.get(&path, Some(&a.token));
-        assert_eq!((s, body["error"].as_str()), (403, Some("forbidden")), "{path}: {body}");
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (403, Some("forbidden")),
+            "{path}: {body}"
+        );
     }
 }

@@ -18,12 +18,21 @@ fn listed(app: &TestApp, id: &str) -> Value {
 #[test]
 fn scopes_and_types_given_at_registration_show_in_listing_and_status() {
     let app = scoped_app();
-    let a = node_with(&app, "A", &["fam-1", "fam-2", "fam-1"], Some(&["Doc", "Note"]));
+    let a = node_with(
+        &app,
+        "A",
+        &["fam-1", "fam-2", "fam-1"],
+        Some(&["Doc", "Note"]),
+    );
     let b = app.register("B");
     let s = node_with(&app, "S", &["*"], None);
 
     let la = listed(&app, &a.id);
-    assert_eq!(la["scopes"], json!(["fam-1", "fam-2"]), "deduplicated, sorted");
+    assert_eq!(
+        la["scopes"],
+        json!(["fam-1", "fam-2"]),
+        "deduplicated, sorted"
+    );
     assert_eq!(la["types"], json!(["Doc", "Note"]));
     // Default: no scopes (global types only) and every type.
     let lb = listed(&app, &b.id);
@@ -81,7 +90,10 @@ fn a_hub_without_scopes_refuses_scopes_and_patch_and_shows_star() {
         &json!({"code": "A", "scopes": ["fam-1"]}),
     );
     assert_eq!(s, 422, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("[scopes]"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("[scopes]"),
+        "{body}"
+    );
     let b = app.register("B");
     assert_eq!(listed(&app, &b.id)["scopes"], json!(["*"]));
     assert_eq!(listed(&app, &b.id)["types"], Value::Null);
