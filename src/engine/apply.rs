@@ -79,8 +79,11 @@ pub struct ApplyCtx<'a> {
     /// With scopes: the scope of a state, `(entity_type, data)` → `entities.scope`. Every new
     /// version gets its scope here, and one that leaves a scope writes one `scope_exits` row
     /// (O(1), whatever the number of nodes). `None` without scopes: nothing is computed.
-    pub scope_of: Option<&'a dyn Fn(&str, &str) -> Option<String>>,
+    pub scope_of: Option<&'a ScopeOf<'a>>,
 }
+
+/// `(entity_type, data)` → the state's scope (`entities.scope`).
+pub type ScopeOf<'f> = dyn Fn(&str, &str) -> Option<String> + 'f;
 
 /// One cached entity and what must be written for it at flush.
 #[derive(Clone)]

@@ -207,9 +207,7 @@ impl Engine {
             None => None,
         };
         let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
-        ctx.scope_of = scope_fn
-            .as_ref()
-            .map(|f| f as &dyn Fn(&str, &str) -> Option<String>);
+        ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
         ctx.preload(
             conn,
             p.changes

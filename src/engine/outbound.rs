@@ -127,7 +127,8 @@ pub fn select_pending(
             }
         }
     }
-    let mut items: Vec<((String, String), i64, Option<Head>, bool)> = by_key
+    type Candidate = ((String, String), i64, Option<Head>, bool);
+    let mut items: Vec<Candidate> = by_key
         .into_iter()
         .map(|(k, (s, h, g))| (k, s, h, g))
         .filter(|(_, s, _, _)| *s <= bound)

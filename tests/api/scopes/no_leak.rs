@@ -92,7 +92,12 @@ impl World {
     fn new(seed: u64) -> World {
         // A small batch: packets are cut, so cursors often stop inside the streams.
         let app = TestApp::spawn_with(SCOPED, &[("STARSYNC_BATCH_SIZE", "7")]);
-        let specs: [(&str, &[&str], Option<&[&str]>); 6] = [
+        type Spec = (
+            &'static str,
+            &'static [&'static str],
+            Option<&'static [&'static str]>,
+        );
+        let specs: [Spec; 6] = [
             ("ONE", &["ten-1"], None),
             ("TWO", &["ten-2"], None),
             ("MULTI", &["ten-1", "ten-3"], None),
