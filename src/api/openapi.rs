@@ -166,6 +166,7 @@ impl Modify for ErrorAnswers {
                 &mut item.put,
                 &mut item.post,
                 &mut item.delete,
+                &mut item.patch,
             ]
             .into_iter()
             .flatten()
