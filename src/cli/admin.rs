@@ -121,7 +121,7 @@ pub fn nodes(engine: &Engine, cmd: NodesCmd, json: bool) -> CliResult {
                         if n.active { "yes" } else { "no" },
                         n.pending_changes,
                         n.last_sync_in.unwrap_or_else(|| "never".into()),
-                        n.scopes.join(",")
+                        n.scopes.as_deref().unwrap_or(&["*".to_string()]).join(",")
                     );
                 }
             }
@@ -329,10 +329,10 @@ fn print_view(n: &starsync_protocol::api::NodeInfo, json: bool) {
     if json {
         print_json(n);
     } else {
-        let scopes = if n.scopes.is_empty() {
-            "(none: global types only)".to_string()
-        } else {
-            n.scopes.join(",")
+        let scopes = match n.scopes.as_deref() {
+            Some([]) => "(none: global types only)".to_string(),
+            Some(list) => list.join(","),
+            None => "* (no [scopes] configuration)".to_string(),
         };
         let types = n
             .types

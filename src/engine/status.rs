@@ -25,7 +25,7 @@ impl Engine {
             let v = self.view(c, &n)?;
             Ok(NodeStatus {
                 pending_changes: pending::count(c, &v)?,
-                scopes: v.scope_list(),
+                scopes: v.scoped.then(|| v.scope_list()),
                 types: v.type_list(),
                 unresolved_conflicts: match caller {
                     Caller::Node(_) if self.settings.scopes.is_some() => {

@@ -87,6 +87,8 @@ pub struct Stream {
 #[derive(Debug, Clone)]
 pub struct View {
     pub node_id: String,
+    /// The hub has `[scopes]` (listings then show the node's scopes and types).
+    pub scoped: bool,
     /// The cursor of the node's `sync_changes` rows (`sync_nodes.acked_seq`).
     pub queue_cursor: i64,
     /// The node has `*` (or the hub has no scopes): it sees every scope.
@@ -104,6 +106,7 @@ impl View {
     pub fn unscoped(n: &Node) -> View {
         View {
             node_id: n.id.clone(),
+            scoped: false,
             queue_cursor: n.acked_seq,
             all: true,
             scopes: HashSet::new(),
@@ -125,6 +128,7 @@ impl View {
         let losses = scopes::losses_of(conn, &n.id)?;
         let types = parse_types(n.types.as_deref());
         let mut v = View::unscoped(n);
+        v.scoped = true;
         v.types = types;
         v.losses = losses;
         if rows.is_empty() {

@@ -133,12 +133,12 @@ pub struct NodeStatus {
     pub received_packet_no: i64,
     pub acked_packet_no: i64,
     pub unresolved_conflicts: i64,
-    /// The node's scopes (PROTOCOL §10): `["*"]` = all; empty = global types only. Always
-    /// `["*"]` on a hub without `[scopes]`.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// The entity types it synchronizes; `null` = every type.
-    #[serde(default)]
+    /// The node's scopes (PROTOCOL §10): `["*"]` = all; empty = global types only. Absent on a
+    /// hub without `[scopes]` (every node sees everything there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The entity types it synchronizes; absent = every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
 }
 
@@ -178,12 +178,12 @@ pub struct NodeInfo {
     pub last_sync_in: Option<String>,
     pub last_sync_out: Option<String>,
     pub pending_changes: i64,
-    /// The node's scopes (PROTOCOL §10): `["*"]` = all; empty = global types only. Always
-    /// `["*"]` on a hub without `[scopes]`.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// The entity types it synchronizes; `null` = every type.
-    #[serde(default)]
+    /// The node's scopes (PROTOCOL §10): `["*"]` = all; empty = global types only. Absent on a
+    /// hub without `[scopes]` (every node sees everything there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The entity types it synchronizes; absent = every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
 }
 

@@ -172,7 +172,7 @@ pub(crate) fn node_info(n: Node, pending: i64, view: &View) -> NodeInfo {
         last_sync_in: n.last_sync_in,
         last_sync_out: n.last_sync_out,
         pending_changes: pending,
-        scopes: view.scope_list(),
+        scopes: view.scoped.then(|| view.scope_list()),
         types: view.type_list(),
     }
 }

@@ -82,7 +82,7 @@ fn bad_scopes_or_types_are_422_and_register_nothing() {
 }
 
 #[test]
-fn a_hub_without_scopes_refuses_scopes_and_patch_and_shows_star() {
+fn a_hub_without_scopes_refuses_scopes_and_patch_and_lists_none() {
     let app = TestApp::spawn();
     let (s, body) = app.post(
         "/api/sync/register",
@@ -95,8 +95,12 @@ fn a_hub_without_scopes_refuses_scopes_and_patch_and_shows_star() {
         "{body}"
     );
     let b = app.register("B");
-    assert_eq!(listed(&app, &b.id)["scopes"], json!(["*"]));
-    assert_eq!(listed(&app, &b.id)["types"], Value::Null);
+    // Listings are as before scopes existed: no scopes or types fields.
+    let lb = listed(&app, &b.id);
+    assert!(
+        lb.get("scopes").is_none() && lb.get("types").is_none(),
+        "{lb}"
+    );
     let (s, body) = app.patch(
         &format!("/api/sync/nodes/{}", b.id),
         Some(ADMIN),
