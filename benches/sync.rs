@@ -7,6 +7,7 @@
 //! cargo bench --bench sync -- --json out.json       # where the JSON goes (default target/bench/sync-<backend>.json)
 //! cargo bench --bench sync -- --only abuse-memory   # 50 max-size requests + 50 max-size answers at once
 //! cargo bench --bench sync -- --only abuse          # 10,000 slow connections (--slow N for another count)
+//! cargo bench --bench sync -- --only scopes         # 1,000 tenants x 2 nodes, 100,000 entities (also in --quick, 10x smaller)
 //! ```
 //!
 //! It prints a table and writes JSON so figures can be compared between commits. The client
@@ -98,6 +99,11 @@ impl Server {
 
     /// A server with extra environment variables (settings of one scenario).
     fn start_with(opts: &Opts, batch: usize, env: &[(&str, &str)]) -> Server {
+        Self::start_configured(opts, batch, env, "")
+    }
+
+    /// A server with a configuration file (`STARSYNC_CONFIG`) and extra environment variables.
+    fn start_configured(opts: &Opts, batch: usize, env: &[(&str, &str)], config: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (url, db) = match &opts.postgres {
             None => (
@@ -121,7 +127,7 @@ impl Server {
                 )
             }
         };
-        std::fs::write(dir.path().join("none.toml"), "").unwrap();
+        std::fs::write(dir.path().join("none.toml"), config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
             .arg("serve")
             .current_dir(dir.path())
@@ -280,11 +286,13 @@ impl Client {
     }
 
     fn register(&self, code: &str) -> BenchNode {
-        let (s, b) = self.post(
-            "/api/sync/register",
-            ADMIN,
-            &json!({"code": code}).to_string(),
-        );
+        self.register_with(code, json!({"code": code}))
+    }
+
+    /// Registers with a full request (scopes, types).
+    fn register_with(&self, code: &str, req: Value) -> BenchNode {
+        let (s, b) = self.post("/api/sync/register", ADMIN, &req.to_string());
+        assert!(!code.is_empty());
         assert_eq!(s, 201, "{b}");
         BenchNode {
             id: b["node_id"].as_str().unwrap().to_string(),
@@ -478,6 +486,7 @@ fn main() {
             match name.as_str() {
                 "abuse" => abuse_slow_connections(&opts, &mut r),
                 "abuse-memory" => abuse_memory(&opts),
+                "scopes" => scopes(&opts, &mut r),
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -734,6 +743,12 @@ fn main() {
             l[l.len() * 99 / 100],
             "ms",
         );
+    }
+
+    // The scopes scenario at a tenth of its size rides along with --quick (the full one is
+    // `--only scopes`).
+    if opts.scale > 1 && opts.only.is_empty() {
+        scopes(&opts, &mut r);
     }
 
     // (6) packet size.
@@ -1438,4 +1453,140 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--only scopes` (issue 9, part 3): many tenants on one hub
+
+/// 1,000 tenants (100 with `--quick`) with two single-scope nodes each, 100 entities per tenant.
+/// Measures (a) ingest: the first node of every tenant pushes its 100 entities (one packet), on
+/// a hub with `[scopes]` and on one without, same shape, same run (target: scoped ≥ 0.8×);
+/// (b) one node's initial sync of its tenant's 100 entities on the full hub, against the same
+/// on a hub holding that tenant alone (target ≤ 20 ms, and independent of other tenants).
+fn scopes(opts: &Opts, r: &mut Report) {
+    let tenants = 1000 / opts.scale;
+    let per = 100;
+    println!(
+        "scopes: {tenants} tenants x 2 nodes, {} entities",
+        tenants * per
+    );
+    let config = "[scopes]\nfield = \"tenant_id\"\n";
+    let change = |t: usize, i: usize| {
+        let mut c = insert_change(t * per + i);
+        c["data"]["tenant_id"] = json!(format!("tenant-{t:04}"));
+        c
+    };
+    // Registers the nodes and pushes every tenant's entities; returns (seconds, readers).
+    let run = |server: &Server, scoped: bool, tenants: usize| {
+        let client = Client::new(&server.base);
+        let mut writers = Vec::with_capacity(tenants);
+        let mut readers = Vec::with_capacity(tenants);
+        for t in 0..tenants {
+            for (k, list) in [(0, &mut writers), (1, &mut readers)] {
+                let code = format!("t{t:04}-{k}");
+                let mut req = json!({ "code": code });
+                if scoped {
+                    req["scopes"] = json!([format!("tenant-{t:04}")]);
+                }
+                list.push(client.register_with(&code, req));
+            }
+        }
+        let bodies: Vec<String> = writers
+            .iter()
+            .enumerate()
+            .map(|(t, w)| {
+                let changes: Vec<Value> = (0..per).map(|i| change(t, i)).collect();
+                client.envelope(w, &changes)
+            })
+            .collect();
+        let start = Instant::now();
+        for (w, body) in writers.iter_mut().zip(&bodies) {
+            client.exchange_body(w, body);
+        }
+        (start.elapsed().as_secs_f64(), readers, client)
+    };
+
+    let unscoped = Server::start(opts, 100);
+    let (t_plain, _, _) = run(&unscoped, false, tenants);
+    drop(unscoped);
+    let scoped = Server::start_configured(opts, 100, &[], config);
+    let (t_scoped, mut readers, client) = run(&scoped, true, tenants);
+    let n = (tenants * per) as f64;
+    r.add(
+        "scopes_ingest_unscoped_changes_per_s",
+        &format!("(S1) ingest, {tenants} writers x {per}, no [scopes]: changes/s"),
+        n / t_plain,
+        "changes/s",
+    );
+    r.add(
+        "scopes_ingest_scoped_changes_per_s",
+        "     same with [scopes], one scope per node: changes/s",
+        n / t_scoped,
+        "changes/s",
+    );
+    r.add(
+        "scopes_ingest_ratio",
+        "     ratio scoped / unscoped (target >= 0.8)",
+        t_plain / t_scoped,
+        "x",
+    );
+
+    // (S2) initial sync of one tenant's 100 entities, on 20 tenants spread over the hub.
+    let mut ms = Vec::new();
+    let step = (tenants / 20).max(1);
+    for t in (0..tenants).step_by(step) {
+        let start = Instant::now();
+        let got = client.drain(&mut readers[t]);
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(got, per, "tenant {t} receives exactly its entities");
+    }
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    r.add(
+        "scopes_initial_sync_p50_ms",
+        &format!("(S2) initial sync of one tenant's {per} entities, hub of {tenants}: p50"),
+        ms[ms.len() / 2],
+        "ms",
+    );
+    r.add(
+        "scopes_initial_sync_max_ms",
+        "     max (target <= 20)",
+        ms[ms.len() - 1],
+        "ms",
+    );
+    // The operator's view: every node's pending count in one pass.
+    let start = Instant::now();
+    let (s, body) = client.get("/api/sync/status", ADMIN);
+    assert_eq!(s, 200, "{body}");
+    r.add(
+        "scopes_admin_status_seconds",
+        &format!(
+            "     GET /api/sync/status, {} scoped nodes: seconds",
+            tenants * 2
+        ),
+        start.elapsed().as_secs_f64(),
+        "s",
+    );
+    drop(scoped);
+
+    // The same sync on a hub holding only that tenant.
+    let alone = Server::start_configured(opts, 100, &[], config);
+    let (_, mut readers, client) = run(&alone, true, 1);
+    let mut ms1 = Vec::new();
+    for _ in 0..5 {
+        let mut fresh = client.register_with(
+            &format!("fresh-{}", ms1.len()),
+            json!({"code": format!("fresh-{}", ms1.len()), "scopes": ["tenant-0000"]}),
+        );
+        let start = Instant::now();
+        assert_eq!(client.drain(&mut fresh), per);
+        ms1.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    assert_eq!(client.drain(&mut readers[0]), per);
+    ms1.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    r.add(
+        "scopes_initial_sync_alone_ms",
+        "     same on a hub holding that tenant alone: p50",
+        ms1[ms1.len() / 2],
+        "ms",
+    );
 }

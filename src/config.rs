@@ -45,6 +45,24 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub sync: SyncSettings,
     pub conflicts: ConflictSettings,
+    /// `[scopes]` (PROTOCOL §10). Absent: one shared data set, every node sees everything,
+    /// and nothing of the scope machinery runs.
+    #[serde(default)]
+    pub scopes: Option<ScopeSettings>,
+}
+
+/// `[scopes] field = "tenant_id"`: the field of `data` that holds an entity's scope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSettings {
+    pub field: String,
+}
+
+/// `scope = "global"` on a type: every node receives it; only the admin and `*` nodes write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeScope {
+    Global,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -230,6 +248,12 @@ pub struct TypeRules {
     /// An UPDATE revives a deleted entity instead of losing to the tombstone.
     #[serde(default)]
     pub resurrect: bool,
+    /// The field holding this type's scope, instead of `[scopes] field`.
+    #[serde(default)]
+    pub scope_field: Option<String>,
+    /// `"global"`: reference data shared by every node (PROTOCOL §10).
+    #[serde(default)]
+    pub scope: Option<TypeScope>,
 }
 
 impl ConflictSettings {
@@ -379,6 +403,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_scopes()?;
         check_admin_token(
             &self.server.admin_token,
             "STARSYNC_ADMIN_TOKEN (or server.admin_token)",
@@ -447,6 +472,40 @@ impl Settings {
     /// Every accepted entity must be deliverable: entity limit + headroom <= answer budget <=
     /// packet limit. Otherwise a node could be sent a packet it refuses, forever (packets go
     /// oldest first, so nothing behind it would arrive either).
+    /// Scope settings name fields that exist in JSON (non-empty), and only make sense with
+    /// `[scopes]`: a `scope_field` or `scope = "global"` without it would be silently ignored.
+    fn validate_scopes(&self) -> Result<(), ConfigError> {
+        let field_ok = |f: &str| !f.is_empty() && f.chars().count() <= 128;
+        if let Some(sc) = &self.scopes {
+            if !field_ok(&sc.field) {
+                return Err(ConfigError::Invalid(
+                    "scopes.field must name a field of data (1-128 characters)".into(),
+                ));
+            }
+        }
+        for (t, r) in &self.conflicts.types {
+            if (r.scope_field.is_some() || r.scope.is_some()) && self.scopes.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "conflicts.types.{t} sets scope_field or scope, but there is no [scopes] \
+                     section (add [scopes] field = \"tenant_id\" to turn scopes on)"
+                )));
+            }
+            if let Some(f) = &r.scope_field {
+                if !field_ok(f) {
+                    return Err(ConfigError::Invalid(format!(
+                        "conflicts.types.{t}.scope_field must name a field of data (1-128 characters)"
+                    )));
+                }
+                if r.scope.is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "conflicts.types.{t}: a global type has no scope_field; set one of them"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_size_chain(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         let answer = self.answer_budget();

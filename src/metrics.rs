@@ -453,6 +453,8 @@ mod tests {
                 code: "M-1".into(),
                 name: None,
                 description: None,
+                scopes: None,
+                types: None,
             })
             .unwrap();
         let m = Metrics::new("sqlite");

@@ -41,6 +41,7 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::server_status,
         sync::node_status,
         nodes::list,
+        nodes::patch,
         nodes::disable,
         nodes::enable,
         nodes::rotate,
@@ -107,6 +108,7 @@ const ERRORS: &[(&str, &[Answers])] = &[
     ("server_status", &[AUTH, INTERNAL]),
     ("node_status", &[AUTH, NOT_FOUND, INTERNAL]),
     ("list_nodes", &[AUTH, INTERNAL]),
+    ("patch_node", &[AUTH, BODY, NOT_FOUND, INTERNAL]),
     ("disable_node", &[AUTH, NOT_FOUND, INTERNAL]),
     ("enable_node", &[AUTH, NOT_FOUND, INTERNAL]),
     ("rotate_node_token", &[AUTH, NOT_FOUND, INTERNAL]),
@@ -166,6 +168,7 @@ impl Modify for ErrorAnswers {
                 &mut item.put,
                 &mut item.post,
                 &mut item.delete,
+                &mut item.patch,
             ]
             .into_iter()
             .flatten()

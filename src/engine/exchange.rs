@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
+use serde_json::value::RawValue;
+
 use crate::store::models::{InPacketReport, Node};
-use crate::store::{nodes, queue, Conn};
+use crate::store::{nodes, pending, queue, scopes, Conn, StoreError};
 use starsync_protocol::api::{ChangeError, ConflictReport};
 use starsync_protocol::{
-    self, echo_field, schema_major, validate_change, validate_text, ClockRule, Packet,
+    self, echo_field, schema_major, validate_change, validate_text, Change, ClockRule, Packet,
 };
 use starsync_protocol::{ErrorCode, RejectReason};
 
@@ -152,6 +154,16 @@ impl Engine {
         if ack > node.acked_packet_no {
             if let Some(rec) = queue::out_packet_at_most(conn, &node.id, ack)? {
                 node.acked_seq = node.acked_seq.max(rec.high_seq);
+                if self.settings.scopes.is_some() {
+                    // Every stream the packet was built from settles up to its high_seq; a
+                    // loss with nothing left to drain goes.
+                    scopes::raise(conn, &node.id, rec.high_seq, rec.packet_no)?;
+                    for l in scopes::losses_of(conn, &node.id)? {
+                        if pending::loss_drained(conn, &l)? {
+                            scopes::drop_loss(conn, &node.id, &l.scope)?;
+                        }
+                    }
+                }
             }
             node.acked_packet_no = ack;
             queue::prune(conn, &node.id, node.acked_seq)?;
@@ -188,6 +200,14 @@ impl Engine {
             .map(|c| validate_change(c, &clock))
             .collect();
         let mut ctx = ApplyCtx::new(&node.id, now, seq, self.settings.server.max_entity_bytes);
+        // With scopes: who this node is allowed to write as, and each new state's scope.
+        let scoping = self.scoping();
+        let view = match scoping {
+            Some(_) => Some(self.view(conn, node)?),
+            None => None,
+        };
+        let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
+        ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
         ctx.preload(
             conn,
             p.changes
@@ -214,6 +234,40 @@ impl Engine {
                     continue;
                 }
             };
+            // The scope rules (PROTOCOL §10) decide before the conflict rules; a stamped scope
+            // makes a copy of the change carrying the stamped data.
+            let stamped;
+            let mut was_stamped = false;
+            let c = match (&scoping, &view) {
+                (Some(sc), Some(v)) => {
+                    let existing = ctx.current(conn, &c.entity_type, &c.entity_uuid)?;
+                    match sc.check_write(
+                        v,
+                        existing.as_ref(),
+                        &c.entity_type,
+                        valid.operation,
+                        c.data_text(),
+                    ) {
+                        Err(r) => {
+                            report.reject(rejected(r.reason, r.message));
+                            continue;
+                        }
+                        Ok(Some(data)) => {
+                            let raw = RawValue::from_string(data).map_err(|e| {
+                                StoreError::Corrupt(format!("stamping a scope broke the JSON: {e}"))
+                            })?;
+                            stamped = Change {
+                                data: Some(raw),
+                                ..(*c).clone()
+                            };
+                            was_stamped = true;
+                            &stamped
+                        }
+                        Ok(None) => c,
+                    }
+                }
+                _ => c,
+            };
             let rules = self.settings.conflicts.rules(&c.entity_type);
             let strategy = self.settings.conflicts.strategy_for(&c.entity_type);
             let applied = if isolate {
@@ -221,6 +275,9 @@ impl Engine {
             } else {
                 apply_change(conn, &mut ctx, rules, strategy, c, &valid)?
             };
+            if was_stamped {
+                ctx.unhold(&c.entity_type, &c.entity_uuid, &c.change_id);
+            }
             match applied {
                 Ok(Applied::Done) => report.processed_count += 1,
                 Ok(Applied::Conflict(r)) => {
@@ -257,7 +314,8 @@ impl Engine {
         let budget = Budget::new(self.settings.sync.batch_size, self.settings.answer_budget());
         self.read(|conn| {
             let node = self.reload_active(conn, &node.id)?;
-            Ok(outbound::next_packet_bytes(conn, &node, budget)?)
+            let view = self.view(conn, &node)?;
+            Ok(outbound::next_packet_bytes(conn, &view, budget)?)
         })
     }
 
@@ -283,9 +341,11 @@ impl Engine {
                     reserved,
                     ..Budget::new(self.settings.sync.batch_size, self.settings.answer_budget())
                 };
+                let view = self.view(conn, &node)?;
                 let answer = outbound::build_packet(
                     conn,
                     &mut node,
+                    &view,
                     &self.server_node_id,
                     &self.settings.sync.schema_version,
                     budget,
@@ -386,9 +446,11 @@ impl Engine {
             let last = crate::store::last_seq(conn)?;
             // A file carries what an answer would: the same byte budget, so the node can
             // import it under the same limit.
+            let view = self.view(conn, &node)?;
             let packet = outbound::build_packet(
                 conn,
                 &mut node,
+                &view,
                 &self.server_node_id,
                 &self.settings.sync.schema_version,
                 Budget::new(self.settings.sync.batch_size, self.settings.answer_budget()),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod exchange;
 pub mod fields;
 pub mod outbound;
+pub mod scopes;
 pub mod status;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

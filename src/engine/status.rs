@@ -26,7 +26,8 @@ impl Engine {
     pub fn hub_gauges(&self) -> EngineResult<HubGauges> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = pending::counts(c, &list)?;
+            let views = self.views(c, &list)?;
+            let counts = pending::counts(c, &views)?;
             let active = list.iter().filter(|n| n.active).count() as i64;
             Ok(HubGauges {
                 nodes_active: active,
@@ -49,9 +50,17 @@ impl Engine {
         self.read(|c| {
             let n = nodes::by_id(c, node_id)?
                 .ok_or_else(|| EngineError::NotFound(format!("no node {node_id:?}")))?;
+            let v = self.view(c, &n)?;
             Ok(NodeStatus {
-                pending_changes: pending::count(c, &n)?,
-                unresolved_conflicts: history::count_unresolved(c, Some(&n.id))?,
+                pending_changes: pending::count(c, &v)?,
+                scopes: v.scoped.then(|| v.scope_list()),
+                types: v.type_list(),
+                unresolved_conflicts: match caller {
+                    Caller::Node(_) if self.settings.scopes.is_some() => {
+                        self.visible_unresolved(c, &v)?
+                    }
+                    _ => history::count_unresolved(c, Some(&n.id))?,
+                },
                 node_id: n.id,
                 node_code: n.code,
                 node_name: n.name,
@@ -65,10 +74,35 @@ impl Engine {
         })
     }
 
+    /// The node's unresolved conflicts whose entity it still sees (a node token's view).
+    fn visible_unresolved(
+        &self,
+        c: &mut crate::store::Conn,
+        v: &crate::store::pending::View,
+    ) -> EngineResult<i64> {
+        let rows = history::list(
+            c,
+            &history::HistoryFilter {
+                node_id: Some(v.node_id.clone()),
+                unresolved_only: true,
+                limit: i64::MAX,
+                ..Default::default()
+            },
+        )?;
+        let mut n = 0;
+        for r in rows {
+            if super::admin::conflicts::sees_entity(c, v, &r.entity_type, &r.entity_uuid)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn server_status(&self) -> EngineResult<ServerStatus> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = pending::counts(c, &list)?;
+            let views = self.views(c, &list)?;
+            let counts = pending::counts(c, &views)?;
             let packets_received = list.iter().map(|n| n.received_packet_no).sum();
             let mut pending_counts = BTreeMap::new();
             for n in list {

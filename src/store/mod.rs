@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod pending;
 pub mod queue;
 pub mod schema;
+pub mod scopes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

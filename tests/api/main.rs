@@ -29,6 +29,7 @@ mod node_faults;
 mod node_offline;
 mod openapi;
 mod pending_counts;
+mod scopes;
 mod slow_bodies;
 mod smoke;
 mod startup;

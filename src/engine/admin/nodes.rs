@@ -1,9 +1,11 @@
 //! Registration and node management: find, list, enable or disable, rotate tokens.
 
 use crate::engine::auth::{new_token, token_hash};
+use crate::engine::scopes::{initial_rows, parse_scopes, parse_types, types_json};
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Node;
-use crate::store::{nodes, pending};
+use crate::store::pending::View;
+use crate::store::{nodes, pending, scopes as store_scopes};
 use starsync_protocol::api::{NodeInfo, RegisterRequest, RegisterResponse, TokenResponse};
 use starsync_protocol::{validate_text, NodeCode};
 
@@ -42,6 +44,20 @@ impl Engine {
                 "description must be at most 2000 characters".into(),
             ));
         }
+        // Scopes and types (PROTOCOL §10) exist only on a hub configured with them: accepting
+        // them elsewhere would promise a separation nothing enforces.
+        if (req.scopes.is_some() || req.types.is_some()) && self.settings.scopes.is_none() {
+            return Err(EngineError::InvalidRequest(
+                "this hub has no [scopes] configuration: register without scopes and types \
+                 (every node sees every entity)"
+                    .into(),
+            ));
+        }
+        let scopes = match &req.scopes {
+            Some(list) => parse_scopes(list)?,
+            None => Default::default(),
+        };
+        let types = req.types.as_deref().map(parse_types).transpose()?;
         let token = new_token();
         let node = self.write(|conn| {
             if code.eq_ignore_ascii_case(&self.server_code) || nodes::code_taken(conn, &code)? {
@@ -64,8 +80,14 @@ impl Engine {
                 acked_packet_no: 0,
                 acked_seq: 0,
                 registered_seq: crate::store::last_seq(conn)?,
+                types: types_json(&types),
             };
             nodes::insert(conn, &node)?;
+            if self.settings.scopes.is_some() {
+                for row in initial_rows(&node, &scopes) {
+                    store_scopes::insert(conn, &row)?;
+                }
+            }
             Ok(node)
         })?;
         tracing::info!(node = %node.code, node_id = %node.id, "node registered");
@@ -99,12 +121,14 @@ impl Engine {
     pub fn list_nodes(&self) -> EngineResult<Vec<NodeInfo>> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = pending::counts(c, &list)?;
+            let views = self.views(c, &list)?;
+            let counts = pending::counts(c, &views)?;
             Ok(list
                 .into_iter()
-                .map(|n| {
+                .zip(&views)
+                .map(|(n, v)| {
                     let pending = counts[&n.id];
-                    node_info(n, pending)
+                    node_info(n, pending, v)
                 })
                 .collect())
         })
@@ -117,8 +141,11 @@ impl Engine {
             Ok(nodes::by_id(c, &node.id)?.expect("node exists inside the transaction"))
         })?;
         tracing::info!(node = %node.code, active, "node active flag changed");
-        let pending = self.read(|c| Ok(pending::count(c, &node)?))?;
-        Ok(node_info(node, pending))
+        self.read(|c| {
+            let v = self.view(c, &node)?;
+            let pending = pending::count(c, &v)?;
+            Ok(node_info(node, pending, &v))
+        })
     }
 
     /// Issues a new token; the old one stops working at once.
@@ -134,7 +161,7 @@ impl Engine {
     }
 }
 
-pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
+pub(crate) fn node_info(n: Node, pending: i64, view: &View) -> NodeInfo {
     NodeInfo {
         node_id: n.id,
         code: n.code,
@@ -145,5 +172,7 @@ pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
         last_sync_in: n.last_sync_in,
         last_sync_out: n.last_sync_out,
         pending_changes: pending,
+        scopes: view.scoped.then(|| view.scope_list()),
+        types: view.type_list(),
     }
 }
