@@ -69,6 +69,10 @@ pub struct ServerSettings {
     /// Most open client connections (all workers together); more wait in the listen backlog.
     /// Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
+    /// Most live-notification streams (`GET /api/sync/events`) open at once; one more is
+    /// answered 503 `too_many_streams`. Each costs a task and a few hundred bytes, no polling.
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
     /// PEM certificate chain (leaf first) for HTTPS; empty: plain HTTP. Set with `tls_key`.
     #[serde(default)]
     pub tls_cert: String,
@@ -79,6 +83,10 @@ pub struct ServerSettings {
 
 fn default_max_entity_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+fn default_max_event_streams() -> usize {
+    10_000
 }
 
 fn default_max_inflight_bytes() -> usize {
@@ -300,6 +308,9 @@ impl Settings {
         }
         if let Some(v) = get(env, "STARSYNC_MAX_CONNECTIONS") {
             self.server.max_connections = num("STARSYNC_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_MAX_EVENT_STREAMS") {
+            self.server.max_event_streams = num("STARSYNC_MAX_EVENT_STREAMS", v)?;
         }
         if let Some(v) = get(env, "STARSYNC_MAX_CLOCK_SKEW_SECS") {
             self.sync.max_clock_skew_secs = num("STARSYNC_MAX_CLOCK_SKEW_SECS", v)?;
@@ -542,6 +553,11 @@ mod tests {
             (5, 100)
         );
         assert_eq!(s.server.max_connections, 500);
+        assert_eq!(s.server.max_event_streams, 10_000);
+        env.insert("STARSYNC_MAX_EVENT_STREAMS".into(), "2".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.server.max_event_streams, 2);
+        env.remove("STARSYNC_MAX_EVENT_STREAMS");
         // No deadline at all would bring back connections held forever.
         env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "0".into());
         let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, health, nodes, sync};
+use super::{conflicts, entities, events, health, nodes, sync};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -39,6 +39,7 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::exchange,
         sync::server_status,
         sync::node_status,
+        events::events,
         nodes::list,
         nodes::disable,
         nodes::enable,
@@ -99,6 +100,13 @@ const ERRORS: &[(&str, &[Answers])] = &[
                 (413, &[E::PacketTooLarge]),
                 (422, &[E::InvalidAck]),
             ],
+            INTERNAL,
+        ],
+    ),
+    (
+        "events",
+        &[
+            &[(401, &[E::Unauthorized]), (503, &[E::TooManyStreams])],
             INTERNAL,
         ],
     ),

@@ -1,6 +1,7 @@
 //! Registration and node management: find, list, enable or disable, rotate tokens.
 
 use crate::engine::auth::{new_token, token_hash};
+use crate::engine::live::AdminEvent;
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Node;
 use crate::store::{nodes, pending};
@@ -43,7 +44,7 @@ impl Engine {
             ));
         }
         let token = new_token();
-        let node = self.write(|conn| {
+        let node = self.write_noting(|conn| {
             if code.eq_ignore_ascii_case(&self.server_code) || nodes::code_taken(conn, &code)? {
                 return Err(EngineError::CodeTaken(format!(
                     "node code {code:?} is already registered; choose another code"
@@ -66,7 +67,8 @@ impl Engine {
                 registered_seq: crate::store::last_seq(conn)?,
             };
             nodes::insert(conn, &node)?;
-            Ok(node)
+            let event = node_event(&node, "registered");
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, node_id = %node.id, "node registered");
         Ok(RegisterResponse {
@@ -112,9 +114,12 @@ impl Engine {
 
     pub fn set_node_active(&self, id_or_code: &str, active: bool) -> EngineResult<NodeInfo> {
         let node = self.find_node(id_or_code)?;
-        let node = self.write(|c| {
+        let node = self.write_noting(|c| {
             nodes::set_active(c, &node.id, active)?;
-            Ok(nodes::by_id(c, &node.id)?.expect("node exists inside the transaction"))
+            let node = nodes::by_id(c, &node.id)?.expect("node exists inside the transaction");
+            let action = if active { "enabled" } else { "disabled" };
+            let event = node_event(&node, action);
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, active, "node active flag changed");
         let pending = self.read(|c| Ok(pending::count(c, &node)?))?;
@@ -125,13 +130,30 @@ impl Engine {
     pub fn rotate_token(&self, id_or_code: &str) -> EngineResult<TokenResponse> {
         let node = self.find_node(id_or_code)?;
         let token = new_token();
-        self.write(|c| Ok(nodes::set_token_hash(c, &node.id, &token_hash(&token))?))?;
+        self.write_noting(|c| {
+            nodes::set_token_hash(c, &node.id, &token_hash(&token))?;
+            Ok(((), vec![node_event(&node, "token_rotated")]))
+        })?;
         tracing::info!(node = %node.code, "node token rotated");
         Ok(TokenResponse {
             node_id: node.id,
             auth_token: token,
         })
     }
+}
+
+/// A dashboard's `node` event; `disabled` and `token_rotated` also end the node's open
+/// streams (their credentials no longer hold).
+fn node_event(n: &Node, action: &str) -> AdminEvent {
+    AdminEvent::new(
+        "node",
+        serde_json::json!({
+            "node_id": n.id,
+            "node_code": n.code,
+            "action": action,
+            "active": n.active,
+        }),
+    )
 }
 
 pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
