@@ -25,10 +25,6 @@ use crate::engine::{Caller, Engine};
 /// node one exchange, and the server one count.
 pub const COALESCE: Duration = Duration::from_millis(100);
 
-/// A comment line this often keeps proxies (and idle-connection reapers) from closing a quiet
-/// stream, and lets the server notice a client that went away.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(25);
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/api/sync/events").route(web::get().to(events)));
 }
@@ -60,7 +56,8 @@ async fn events(engine: web::Data<Engine>, req: HttpRequest) -> ApiResult<HttpRe
         Caller::Admin => {
             let (ticket, signal) = engine.open_admin_stream()?;
             let wake = signal.wake.clone();
-            actix_web::rt::spawn(admin_stream(ticket, signal, tx));
+            let keep_alive = Duration::from_secs(engine.settings().server.event_keepalive_secs);
+            actix_web::rt::spawn(admin_stream(ticket, signal, tx, keep_alive));
             wake
         }
     };
@@ -101,9 +98,12 @@ enum Woken {
 }
 
 /// Sleeps until the hub wakes the stream or the keep-alive is due.
-async fn wait(wake: &Wake) -> Woken {
+/// The keep-alive comment (`server.event_keepalive_secs`, 25 s by default) keeps proxies from
+/// closing a quiet stream, and is how the server notices a client that went away without
+/// closing its connection: actix sees a vanished peer only when a write fails.
+async fn wait(wake: &Wake, keep_alive: Duration) -> Woken {
     let notified = pin!(wake.notify.notified());
-    let timer = pin!(actix_web::rt::time::sleep(KEEP_ALIVE));
+    let timer = pin!(actix_web::rt::time::sleep(keep_alive));
     match select(notified, timer).await {
         Either::Left(_) => Woken::Notified,
         Either::Right(_) => Woken::KeepAlive,
@@ -126,10 +126,11 @@ async fn node_stream(
     signal: Arc<NodeSignal>,
     tx: mpsc::Sender<web::Bytes>,
 ) {
+    let keep_alive = Duration::from_secs(engine.settings().server.event_keepalive_secs);
     let mut last_sent: Option<Instant> = None;
     loop {
         if last_sent.is_some() {
-            match wait(&signal.wake).await {
+            match wait(&signal.wake, keep_alive).await {
                 _ if signal.wake.is_ended() => break,
                 Woken::KeepAlive => {
                     if tx.send(comment("keep-alive")).await.is_err() {
@@ -180,13 +181,14 @@ async fn admin_stream(
     ticket: StreamTicket,
     signal: Arc<AdminSignal>,
     tx: mpsc::Sender<web::Bytes>,
+    keep_alive: Duration,
 ) {
     // A first line at once, so the dashboard knows the stream is live.
     if tx.send(comment("admin events")).await.is_err() {
         return;
     }
     loop {
-        let woken = wait(&signal.wake).await;
+        let woken = wait(&signal.wake, keep_alive).await;
         if signal.wake.is_ended() {
             break;
         }

@@ -442,6 +442,19 @@ impl LiveHub {
         }
     }
 
+    /// Ends every open stream (the server is stopping): a graceful stop waits for open
+    /// connections, and a stream never finishes by itself. Clients reconnect to another process
+    /// or after the restart.
+    pub fn end_all(&self) {
+        let s = self.streams.lock();
+        for (_, signal) in s.nodes.values().flatten() {
+            signal.wake.end();
+        }
+        for (_, signal) in &s.admins {
+            signal.wake.end();
+        }
+    }
+
     /// Tells every node stream `pending`: after this process lost its notifications for a
     /// while (a reconnected listener), any of them may have missed one.
     pub fn wake_all(&self) {
