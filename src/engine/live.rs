@@ -176,6 +176,9 @@ pub fn summarize(conn: &mut Conn, before: i64) -> StoreResult<Option<CommitSumma
 /// The PostgreSQL channel every server process listens on.
 pub const CHANNEL: &str = "starsync_live";
 
+/// The `application_name` of the listening connection.
+pub const LISTENER_NAME: &str = "starsync-listen";
+
 /// PostgreSQL refuses notification payloads of 8,000 bytes or more.
 const MAX_PAYLOAD: usize = 7_900;
 
@@ -488,6 +491,9 @@ impl Listener {
     pub fn spawn(url: &str, hub: Arc<LiveHub>) -> StoreResult<Option<Listener>> {
         #[cfg(feature = "postgres")]
         if let store::DbUrl::Postgres(url) = store::DbUrl::parse(url)? {
+            // Named, so an operator (or a test) can tell it in `pg_stat_activity`.
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let url = format!("{url}{sep}application_name={LISTENER_NAME}");
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             let thread = std::thread::Builder::new()

@@ -334,6 +334,49 @@ fn two_processes_on_postgres_a_write_on_one_reaches_a_stream_on_the_other() {
     assert_eq!(ev["pending_changes"], 1, "{ev}");
 }
 
+#[test]
+fn a_process_that_loses_its_listening_connection_reconnects_and_tells_every_stream() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, RunQueryDsl};
+    let app = TestApp::spawn();
+    let db = app.db.as_ref().unwrap();
+    if !db.is_postgres() {
+        eprintln!("skipped: the listening connection exists on PostgreSQL only");
+        return;
+    }
+    let a = app.register("A");
+    let stream = Stream::open(&app.base, Some(&a.token)).unwrap();
+    stream.next("pending", LONG);
+    let url = db.url(&app.path());
+    let mut admin = diesel::PgConnection::establish(&url).unwrap();
+    // Ended by the database, as a restart or a network cut would.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let killed: Vec<KilledRow> = diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity \
+             WHERE application_name = 'starsync-listen' AND datname = current_database()",
+        )
+        .load(&mut admin)
+        .unwrap();
+        if !killed.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no listening connection found");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    admin.batch_execute("SELECT 1").unwrap();
+    // Nothing was written: the only reason for another event is the reconnection.
+    let ev = stream.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 0, "{ev}");
+}
+
+#[derive(diesel::QueryableByName)]
+struct KilledRow {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    #[allow(dead_code)]
+    ok: bool,
+}
+
 // ---- the node library's daemon ----
 
 fn lib_node(dir: &std::path::Path, base: &str, code: &str) -> Node {
