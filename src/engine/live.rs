@@ -78,7 +78,7 @@ pub struct StreamView {
 /// that receives none of them (an empty exchange); it never leaves a node asleep that receives
 /// one.
 pub fn may_receive(view: &StreamView, c: &CommitSummary) -> bool {
-    if c.everyone || c.requeued_for.iter().any(|n| *n == view.node_id) {
+    if c.everyone || c.requeued_for.contains(&view.node_id) {
         return true;
     }
     let not_only_its_own = c

@@ -164,7 +164,7 @@ fn dispatch(node: &Node, state: &LiveState, event: &str, data: &str) {
         .ok()
         .and_then(|v| v.get("pending_changes")?.as_i64());
     // Unknown count (a newer server's format): sync, to be safe.
-    if pending.map_or(true, |n| n > 0) {
+    if !matches!(pending, Some(n) if n <= 0) {
         node.request_sync();
     }
 }
