@@ -152,7 +152,12 @@ async fn node_stream(
         // stream sends once more.
         signal.dirty.store(false, Ordering::SeqCst);
         let node_id = signal.view.node_id.clone();
-        let counted = blocking(&engine, move |e| e.live_pending(&node_id)).await;
+        let counted = {
+            let Ok(_turn) = engine.live().counting.acquire().await else {
+                break;
+            };
+            blocking(&engine, move |e| e.live_pending(&node_id)).await
+        };
         last_sent = Some(Instant::now());
         let data = match counted {
             Ok(Some((pending, cursor))) => {

@@ -292,6 +292,10 @@ struct Streams {
 pub struct LiveHub {
     /// This process, in the commits it sends to other processes.
     origin: String,
+    /// Streams counting `pending_changes` at once. A commit can wake thousands of streams,
+    /// and each count is a job on the blocking threads that exchanges also need: with at most
+    /// this many queued, an exchange waits behind a few counts, not behind thousands.
+    pub counting: tokio::sync::Semaphore,
     max_streams: usize,
     open: AtomicUsize,
     next_id: AtomicU64,
@@ -329,9 +333,11 @@ impl Drop for StreamTicket {
 }
 
 impl LiveHub {
-    pub fn new(max_streams: usize) -> Arc<LiveHub> {
+    /// `counters`: how many streams may count their `pending_changes` at once.
+    pub fn new(max_streams: usize, counters: usize) -> Arc<LiveHub> {
         Arc::new(LiveHub {
             origin: uuid::Uuid::new_v4().to_string(),
+            counting: tokio::sync::Semaphore::new(counters.max(1)),
             max_streams,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),

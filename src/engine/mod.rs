@@ -149,7 +149,11 @@ impl Engine {
         };
         Ok(Engine {
             pool,
-            live: live::LiveHub::new(settings.server.max_event_streams),
+            // Half the pool: the other half stays free for exchanges and reads.
+            live: live::LiveHub::new(
+                settings.server.max_event_streams,
+                (settings.database.pool_size as usize / 2).max(1),
+            ),
             settings,
             server_node_id: ident.server_node_id,
             server_code: ident.code,
