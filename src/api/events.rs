@@ -132,6 +132,9 @@ async fn node_stream(
         if last_sent.is_some() {
             match wait(&signal.wake, keep_alive).await {
                 _ if signal.wake.is_ended() => break,
+                // Still dirty at a keep-alive: the last count failed (database unreachable);
+                // try again now rather than at the next commit.
+                Woken::KeepAlive if signal.dirty.load(Ordering::SeqCst) => {}
                 Woken::KeepAlive => {
                     if tx.send(comment("keep-alive")).await.is_err() {
                         break;
@@ -168,7 +171,7 @@ async fn node_stream(
             Ok(None) => break,
             Err(e) => {
                 // The database is unreachable: try again at the next wake-up or keep-alive
-                // (the node polls meanwhile; nothing is lost, only late).
+                // (the node syncs at its next poll meanwhile; nothing is lost, only late).
                 tracing::warn!(error = %e, "event stream: cannot count pending changes");
                 signal.dirty.store(true, Ordering::SeqCst);
                 continue;
