@@ -95,6 +95,15 @@ pub struct ServerSettings {
     /// Most open client connections (all workers together); more wait in the listen backlog.
     /// Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
+    /// Most live-notification streams (`GET /api/sync/events`) open at once; one more is
+    /// answered 503 `too_many_streams`. Each costs a task and a few hundred bytes, no polling.
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
+    /// Seconds between the comment lines that keep a quiet event stream open through proxies
+    /// (PROTOCOL §12 says 25). Also how soon a client that vanished without closing its
+    /// connection is noticed (a write fails) and its place in `max_event_streams` freed.
+    #[serde(default = "default_event_keepalive_secs")]
+    pub event_keepalive_secs: u64,
     /// PEM certificate chain (leaf first) for HTTPS; empty: plain HTTP. Set with `tls_key`.
     #[serde(default)]
     pub tls_cert: String,
@@ -134,6 +143,14 @@ impl LogFormat {
 
 fn default_max_entity_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+fn default_max_event_streams() -> usize {
+    10_000
+}
+
+fn default_event_keepalive_secs() -> u64 {
+    25
 }
 
 fn default_max_inflight_bytes() -> usize {
@@ -387,6 +404,12 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_MAX_CONNECTIONS") {
             self.server.max_connections = num("STARSYNC_MAX_CONNECTIONS", v)?;
         }
+        if let Some(v) = get(env, "STARSYNC_MAX_EVENT_STREAMS") {
+            self.server.max_event_streams = num("STARSYNC_MAX_EVENT_STREAMS", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_EVENT_KEEPALIVE_SECS") {
+            self.server.event_keepalive_secs = num("STARSYNC_EVENT_KEEPALIVE_SECS", v)?;
+        }
         if let Some(v) = get(env, "STARSYNC_MAX_CLOCK_SKEW_SECS") {
             self.sync.max_clock_skew_secs = num("STARSYNC_MAX_CLOCK_SKEW_SECS", v)?;
         }
@@ -427,6 +450,12 @@ impl Settings {
         if self.server.body_timeout_secs == 0 || self.server.body_min_bytes_per_sec == 0 {
             return Err(ConfigError::Invalid(
                 "server.body_timeout_secs and server.body_min_bytes_per_sec must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.server.event_keepalive_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "server.event_keepalive_secs (STARSYNC_EVENT_KEEPALIVE_SECS) must be at least 1"
                     .into(),
             ));
         }
@@ -728,6 +757,11 @@ mod tests {
             (5, 100)
         );
         assert_eq!(s.server.max_connections, 500);
+        assert_eq!(s.server.max_event_streams, 10_000);
+        env.insert("STARSYNC_MAX_EVENT_STREAMS".into(), "2".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.server.max_event_streams, 2);
+        env.remove("STARSYNC_MAX_EVENT_STREAMS");
         // No deadline at all would bring back connections held forever.
         env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "0".into());
         let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();

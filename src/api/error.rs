@@ -53,6 +53,9 @@ impl ApiError {
                 E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
                 E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
                 E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),
+                E::TooManyStreams(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams)
+                }
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }
@@ -79,7 +82,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.parts();
-        let message = if status.is_server_error() {
+        // A full stream table is load, not a failure: its message says what to do.
+        let message = if status.is_server_error() && code != ErrorCode::TooManyStreams {
             tracing::error!(error = %self, "request failed");
             "the server failed to process the request; see the server log".to_string()
         } else {
@@ -89,7 +93,11 @@ impl ResponseError for ApiError {
             ApiError::Engine(EngineError::PacketGap { expected, .. }) => Some(*expected),
             _ => None,
         };
-        HttpResponse::build(status).json(ErrorBody {
+        let mut answer = HttpResponse::build(status);
+        if code == ErrorCode::TooManyStreams {
+            answer.insert_header((actix_web::http::header::RETRY_AFTER, "30"));
+        }
+        answer.json(ErrorBody {
             error: code,
             message,
             expected_packet_no,

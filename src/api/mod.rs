@@ -6,6 +6,7 @@ pub mod conflicts;
 pub mod dashboard;
 pub mod entities;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod metrics;
@@ -44,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
     health::configure(cfg);
     sync::configure(cfg);
+    events::configure(cfg);
     nodes::configure(cfg);
     conflicts::configure(cfg);
     entities::configure(cfg);

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, health, metrics, nodes, sync};
+use super::{conflicts, entities, events, health, metrics, nodes, sync};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -40,6 +40,7 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::exchange,
         sync::server_status,
         sync::node_status,
+        events::events,
         nodes::list,
         nodes::patch,
         nodes::disable,
@@ -105,6 +106,13 @@ const ERRORS: &[(&str, &[Answers])] = &[
         ],
     ),
     ("metrics", &[AUTH, INTERNAL]),
+    (
+        "events",
+        &[
+            &[(401, &[E::Unauthorized]), (503, &[E::TooManyStreams])],
+            INTERNAL,
+        ],
+    ),
     ("server_status", &[AUTH, INTERNAL]),
     ("node_status", &[AUTH, NOT_FOUND, INTERNAL]),
     ("list_nodes", &[AUTH, INTERNAL]),

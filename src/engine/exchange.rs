@@ -14,6 +14,7 @@ use starsync_protocol::{
 use starsync_protocol::{ErrorCode, RejectReason};
 
 use super::apply::{apply_change, apply_change_isolated, Applied, ApplyCtx, SeqAlloc};
+use super::live::AdminEvent;
 use super::outbound::Budget;
 use super::{outbound, Engine, EngineError, EngineResult};
 
@@ -332,7 +333,7 @@ impl Engine {
         self.check_packet_header(caller, &packet)?;
         let now = starsync_protocol::now_ts();
         let (report, answer, node) = self.apply_once_or_isolated(|isolate| {
-            self.write(|conn| {
+            self.write_noting(|conn| {
                 let mut node = self.reload_active(conn, &caller.id)?;
                 let mut seq = SeqAlloc::begin(conn)?;
                 let report =
@@ -354,7 +355,8 @@ impl Engine {
                 )?;
                 seq.finish(conn)?;
                 nodes::save_counters(conn, &node)?;
-                Ok((report, answer, node))
+                let events = exchange_events(&node, &packet, Some(&answer), &report);
+                Ok(((report, answer, node), events))
             })
         })?;
         tracing::info!(
@@ -400,14 +402,15 @@ impl Engine {
         self.check_packet_header(&node, &packet)?;
         let now = starsync_protocol::now_ts();
         let report = self.apply_once_or_isolated(|isolate| {
-            self.write(|conn| {
+            self.write_noting(|conn| {
                 let mut node = self.reload_active(conn, &node.id)?;
                 let mut seq = SeqAlloc::begin(conn)?;
                 let report =
                     self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
                 seq.finish(conn)?;
                 nodes::save_counters(conn, &node)?;
-                Ok(report)
+                let events = exchange_events(&node, &packet, None, &report);
+                Ok((report, events))
             })
         })?;
         tracing::info!(
@@ -470,6 +473,46 @@ impl Engine {
             None => Err(EngineError::Unauthorized("unknown node".into())),
         }
     }
+}
+
+/// What a dashboard hears of one exchange (or imported packet): an `exchange` event, and a
+/// `conflict` event per conflict it listed.
+fn exchange_events(
+    node: &Node,
+    packet: &Packet,
+    answer: Option<&Packet>,
+    report: &ReceiveReport,
+) -> Vec<AdminEvent> {
+    let mut events = vec![AdminEvent::new(
+        "exchange",
+        serde_json::json!({
+            "node_id": node.id,
+            "node_code": node.code,
+            "transport": if answer.is_some() { "http" } else { "file" },
+            "packet_in": packet.packet_no,
+            "packet_out": answer.map(|a| a.packet_no),
+            "duplicate": report.duplicate,
+            "changes_in": packet.changes.len(),
+            "processed": report.processed_count,
+            "errors": report.error_count,
+            "conflicts": report.conflict_count,
+            "changes_out": answer.map_or(0, |a| a.changes.len()),
+            "more": answer.is_some_and(|a| a.more),
+        }),
+    )];
+    if !report.duplicate {
+        events.extend(report.conflicts.iter().map(|c| {
+            AdminEvent::new(
+                "conflict",
+                serde_json::json!({
+                    "node_id": node.id,
+                    "node_code": node.code,
+                    "conflict": c,
+                }),
+            )
+        }));
+    }
+    events
 }
 
 fn trunc(s: &str) -> String {

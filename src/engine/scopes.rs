@@ -468,12 +468,24 @@ impl Engine {
             .map(|t| t.as_deref().map(parse_types).transpose())
             .transpose()?;
         let node = self.find_node(id_or_code)?;
-        let node = self.write(|c| {
+        let node = self.write_noting(|c| {
             let node = nodes::by_id(c, &node.id)?
                 .ok_or_else(|| EngineError::NotFound(format!("no node {id_or_code:?}")))?;
             let last = crate::store::last_seq(c)?;
             change_view(c, &node, scopes, types, last)?;
-            Ok(nodes::by_id(c, &node.id)?.unwrap_or(node))
+            let node = nodes::by_id(c, &node.id)?.unwrap_or(node);
+            // Ends the node's open streams: they reconnect with the new view and hear
+            // `pending` for the scope's entities (or its DELETEs) at once.
+            let event = super::live::AdminEvent::new(
+                "node",
+                serde_json::json!({
+                    "node_id": node.id,
+                    "node_code": node.code,
+                    "action": "view_changed",
+                    "active": node.active,
+                }),
+            );
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, "node scopes or types changed");
         self.read(|c| {

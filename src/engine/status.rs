@@ -127,3 +127,73 @@ impl Engine {
         })
     }
 }
+
+impl Engine {
+    /// What a `pending` event says (PROTOCOL §12): the node's `pending_changes` and the hub's
+    /// log position (the highest committed sequence number, the cursor of section 11's
+    /// clients). `None` when the node is gone or disabled: its stream ends. Counted only when an
+    /// event is sent, never per commit.
+    pub fn live_pending(&self, node_id: &str) -> EngineResult<Option<(i64, i64)>> {
+        self.read(|c| {
+            let Some(node) = crate::store::nodes::by_id(c, node_id)? else {
+                return Ok(None);
+            };
+            if !node.active {
+                return Ok(None);
+            }
+            let view = self.view(c, &node)?;
+            let pending = crate::store::pending::count(c, &view)?;
+            let cursor = crate::store::last_seq(c)?;
+            Ok(Some((pending, cursor)))
+        })
+    }
+
+    /// Opens a node's event stream in this process's hub, within `server.max_event_streams`.
+    pub fn open_node_stream(
+        &self,
+        node: &crate::store::models::Node,
+    ) -> EngineResult<(
+        super::live::StreamTicket,
+        std::sync::Arc<super::live::NodeSignal>,
+    )> {
+        let view = if self.settings.scopes.is_none() {
+            super::live::StreamView {
+                node_id: node.id.clone(),
+                scopes: None,
+                types: None,
+            }
+        } else {
+            // The stream decides whom to wake from this copy of the node's view; a PATCH of
+            // its scopes or types ends the stream (`view_changed`), so it is never stale.
+            let v = self.read(|c| Ok(self.view(c, node)?))?;
+            let mut scopes = v.scope_list();
+            if !v.all {
+                scopes.push(crate::store::scopes::GLOBAL.to_string());
+            }
+            super::live::StreamView {
+                node_id: node.id.clone(),
+                scopes: Some(scopes),
+                types: v.type_list(),
+            }
+        };
+        self.live.open_node(view).map_err(too_many)
+    }
+
+    /// Opens a dashboard's event stream, within the same limit.
+    pub fn open_admin_stream(
+        &self,
+    ) -> EngineResult<(
+        super::live::StreamTicket,
+        std::sync::Arc<super::live::AdminSignal>,
+    )> {
+        self.live.open_admin().map_err(too_many)
+    }
+}
+
+fn too_many(e: super::live::TooManyStreams) -> EngineError {
+    EngineError::TooManyStreams(format!(
+        "this server has {} event streams open, its limit (server.max_event_streams); poll \
+         meanwhile and open the stream again later",
+        e.0
+    ))
+}

@@ -164,6 +164,8 @@ pub struct TestApp {
     pub config_toml: String,
     pub env: HashMap<String, String>,
     handle: Option<actix_web::dev::ServerHandle>,
+    /// The server's event streams, ended before a graceful stop (as `serve` does on SIGTERM).
+    live: Option<std::sync::Arc<starsync::engine::live::LiveHub>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -227,12 +229,13 @@ impl TestApp {
                     app.port(),
                     app.handle(),
                     app.engine.server_node_id().to_string(),
+                    app.engine.live().clone(),
                 ))
                 .unwrap();
                 app.run_until_stopped().await.unwrap();
             })
         });
-        let (port, handle, server_id) = rx.recv().expect("server started");
+        let (port, handle, server_id, live) = rx.recv().expect("server started");
         TestApp {
             base: format!("http://127.0.0.1:{port}"),
             port,
@@ -242,6 +245,7 @@ impl TestApp {
             config_toml,
             env: extra,
             handle: Some(handle),
+            live: Some(live),
             thread: Some(thread),
         }
     }
@@ -255,6 +259,9 @@ impl TestApp {
     }
 
     fn stop(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.end_all();
+        }
         if let Some(h) = self.handle.take() {
             futures_executor_block(h.stop(true));
         }

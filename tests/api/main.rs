@@ -16,6 +16,7 @@ mod dashboard;
 mod delivery;
 mod entity_ids;
 mod entity_listing;
+mod events;
 mod hostile;
 mod http_errors;
 mod idempotency;

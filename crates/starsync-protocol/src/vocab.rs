@@ -122,6 +122,9 @@ wire_enum! {
         /// disk, a read-only file system); reported until a write succeeds again.
         DatabaseWriteFailed => "database_write_failed",
         InternalError => "internal_error",
+        /// `GET /api/sync/events`: the server's limit of open streams is reached (503); poll
+        /// meanwhile and try again later.
+        TooManyStreams => "too_many_streams",
         /// A code this version does not know (a newer server); the message still explains it.
         Unknown => "unknown",
     }

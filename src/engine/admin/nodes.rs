@@ -1,6 +1,7 @@
 //! Registration and node management: find, list, enable or disable, rotate tokens.
 
 use crate::engine::auth::{new_token, token_hash};
+use crate::engine::live::AdminEvent;
 use crate::engine::scopes::{initial_rows, parse_scopes, parse_types, types_json};
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Node;
@@ -59,7 +60,7 @@ impl Engine {
         };
         let types = req.types.as_deref().map(parse_types).transpose()?;
         let token = new_token();
-        let node = self.write(|conn| {
+        let node = self.write_noting(|conn| {
             if code.eq_ignore_ascii_case(&self.server_code) || nodes::code_taken(conn, &code)? {
                 return Err(EngineError::CodeTaken(format!(
                     "node code {code:?} is already registered; choose another code"
@@ -88,7 +89,8 @@ impl Engine {
                     store_scopes::insert(conn, &row)?;
                 }
             }
-            Ok(node)
+            let event = node_event(&node, "registered");
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, node_id = %node.id, "node registered");
         Ok(RegisterResponse {
@@ -136,9 +138,12 @@ impl Engine {
 
     pub fn set_node_active(&self, id_or_code: &str, active: bool) -> EngineResult<NodeInfo> {
         let node = self.find_node(id_or_code)?;
-        let node = self.write(|c| {
+        let node = self.write_noting(|c| {
             nodes::set_active(c, &node.id, active)?;
-            Ok(nodes::by_id(c, &node.id)?.expect("node exists inside the transaction"))
+            let node = nodes::by_id(c, &node.id)?.expect("node exists inside the transaction");
+            let action = if active { "enabled" } else { "disabled" };
+            let event = node_event(&node, action);
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, active, "node active flag changed");
         self.read(|c| {
@@ -152,13 +157,30 @@ impl Engine {
     pub fn rotate_token(&self, id_or_code: &str) -> EngineResult<TokenResponse> {
         let node = self.find_node(id_or_code)?;
         let token = new_token();
-        self.write(|c| Ok(nodes::set_token_hash(c, &node.id, &token_hash(&token))?))?;
+        self.write_noting(|c| {
+            nodes::set_token_hash(c, &node.id, &token_hash(&token))?;
+            Ok(((), vec![node_event(&node, "token_rotated")]))
+        })?;
         tracing::info!(node = %node.code, "node token rotated");
         Ok(TokenResponse {
             node_id: node.id,
             auth_token: token,
         })
     }
+}
+
+/// A dashboard's `node` event; `disabled` and `token_rotated` also end the node's open
+/// streams (their credentials no longer hold).
+fn node_event(n: &Node, action: &str) -> AdminEvent {
+    AdminEvent::new(
+        "node",
+        serde_json::json!({
+            "node_id": n.id,
+            "node_code": n.code,
+            "action": action,
+            "active": n.active,
+        }),
+    )
 }
 
 pub(crate) fn node_info(n: Node, pending: i64, view: &View) -> NodeInfo {
