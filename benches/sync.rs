@@ -8,6 +8,8 @@
 //! cargo bench --bench sync -- --only abuse-memory   # 50 max-size requests + 50 max-size answers at once
 //! cargo bench --bench sync -- --only abuse          # 10,000 slow connections (--slow N for another count)
 //! cargo bench --bench sync -- --only watermelon     # WatermelonDB: first pull of 100,000 records, a 5,000-record push
+//! cargo bench --bench sync -- --only scopes         # 1,000 tenants x 2 nodes, 100,000 entities (also in --quick, 10x smaller)
+//! cargo bench --bench sync -- --only live           # event streams: propagation, 1,000 streams, 2 processes
 //! ```
 //!
 //! It prints a table and writes JSON so figures can be compared between commits. The client
@@ -83,6 +85,10 @@ fn parse_opts() -> Opts {
 struct Server {
     child: Child,
     base: String,
+    /// What a second process on the same database needs (`--only live` on PostgreSQL).
+    url: String,
+    env: Vec<(String, String)>,
+    batch: usize,
     _dir: tempfile::TempDir,
     db: Db,
 }
@@ -99,6 +105,11 @@ impl Server {
 
     /// A server with extra environment variables (settings of one scenario).
     fn start_with(opts: &Opts, batch: usize, env: &[(&str, &str)]) -> Server {
+        Self::start_configured(opts, batch, env, "")
+    }
+
+    /// A server with a configuration file (`STARSYNC_CONFIG`) and extra environment variables.
+    fn start_configured(opts: &Opts, batch: usize, env: &[(&str, &str)], config: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (url, db) = match &opts.postgres {
             None => (
@@ -122,65 +133,16 @@ impl Server {
                 )
             }
         };
-        std::fs::write(dir.path().join("none.toml"), "").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("STARSYNC_BIND", "127.0.0.1:0")
-            .env("STARSYNC_DATA_DIR", dir.path().join("data"))
-            .env("DATABASE_URL", &url)
-            .env("STARSYNC_ADMIN_TOKEN", ADMIN)
-            .env("STARSYNC_BATCH_SIZE", batch.to_string())
-            .env("STARSYNC_CONFIG", dir.path().join("none.toml"))
-            .envs(env.iter().copied())
-            // STARSYNC_BENCH_LOG=info keeps the per-exchange log lines (with engine
-            // milliseconds) in target/bench/server.log, for profiling.
-            .env(
-                "RUST_LOG",
-                match std::env::var("STARSYNC_BENCH_LOG") {
-                    Ok(level) => format!("warn,starsync::cli=info,starsync::engine={level}"),
-                    Err(_) => "warn,starsync::cli=info".to_string(),
-                },
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn starsync serve (built by cargo bench)");
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut base = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(p) = line.find("listening on http://") {
-                base = Some(
-                    line[p + 13..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .to_string(),
-                );
-                break;
-            }
-        }
-        let keep = std::env::var("STARSYNC_BENCH_LOG").is_ok();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut log = keep.then(|| {
-                let _ = std::fs::create_dir_all("target/bench");
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open("target/bench/server.log")
-                    .expect("open target/bench/server.log")
-            });
-            for line in lines.map_while(Result::ok) {
-                if let Some(f) = log.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-            }
-        });
+        let (child, base) = spawn_serve(dir.path(), &url, batch, env, config);
         Server {
             child,
-            base: base.expect("server address"),
+            base,
+            url,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            batch,
             _dir: dir,
             db,
         }
@@ -212,6 +174,74 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Starts `starsync serve` in `dir` on the database `url`; (the process, its base URL).
+/// Starts `starsync serve` on `url` with `config` as its `STARSYNC_CONFIG` file.
+fn spawn_serve(
+    dir: &Path,
+    url: &str,
+    batch: usize,
+    env: &[(&str, &str)],
+    config: &str,
+) -> (Child, String) {
+    std::fs::write(dir.join("none.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starsync"))
+        .arg("serve")
+        .current_dir(dir)
+        .env("STARSYNC_BIND", "127.0.0.1:0")
+        .env("STARSYNC_DATA_DIR", dir.join("data"))
+        .env("DATABASE_URL", url)
+        .env("STARSYNC_ADMIN_TOKEN", ADMIN)
+        .env("STARSYNC_BATCH_SIZE", batch.to_string())
+        .env("STARSYNC_CONFIG", dir.join("none.toml"))
+        .envs(env.iter().copied())
+        // STARSYNC_BENCH_LOG=info keeps the per-exchange log lines (with engine
+        // milliseconds) in target/bench/server.log, for profiling.
+        .env(
+            "RUST_LOG",
+            match std::env::var("STARSYNC_BENCH_LOG") {
+                Ok(level) => format!("warn,starsync::cli=info,starsync::engine={level}"),
+                Err(_) => "warn,starsync::cli=info".to_string(),
+            },
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn starsync serve (built by cargo bench)");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut base = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(p) = line.find("listening on http://") {
+            base = Some(
+                line[p + 13..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+            break;
+        }
+    }
+    let keep = std::env::var("STARSYNC_BENCH_LOG").is_ok();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut log = keep.then(|| {
+            let _ = std::fs::create_dir_all("target/bench");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open("target/bench/server.log")
+                .expect("open target/bench/server.log")
+        });
+        for line in lines.map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    (child, base.expect("server address"))
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -281,11 +311,13 @@ impl Client {
     }
 
     fn register(&self, code: &str) -> BenchNode {
-        let (s, b) = self.post(
-            "/api/sync/register",
-            ADMIN,
-            &json!({"code": code}).to_string(),
-        );
+        self.register_with(code, json!({"code": code}))
+    }
+
+    /// Registers with a full request (scopes, types).
+    fn register_with(&self, code: &str, req: Value) -> BenchNode {
+        let (s, b) = self.post("/api/sync/register", ADMIN, &req.to_string());
+        assert!(!code.is_empty());
         assert_eq!(s, 201, "{b}");
         BenchNode {
             id: b["node_id"].as_str().unwrap().to_string(),
@@ -480,6 +512,8 @@ fn main() {
                 "abuse" => abuse_slow_connections(&opts, &mut r),
                 "abuse-memory" => abuse_memory(&opts),
                 "watermelon" => watermelon(&opts, n, batch, &mut r),
+                "scopes" => scopes(&opts, &mut r),
+                "live" => live(&opts, &mut r),
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -736,6 +770,12 @@ fn main() {
             l[l.len() * 99 / 100],
             "ms",
         );
+    }
+
+    // The scopes scenario at a tenth of its size rides along with --quick (the full one is
+    // `--only scopes`).
+    if opts.scale > 1 && opts.only.is_empty() {
+        scopes(&opts, &mut r);
     }
 
     // (6) packet size.
@@ -1522,5 +1562,427 @@ fn watermelon(opts: &Opts, n: usize, batch: usize, r: &mut Report) {
         "push of 5,000 records (one request)",
         t.as_secs_f64(),
         "s",
+// `--only scopes` (issue 9, part 3): many tenants on one hub
+
+/// 1,000 tenants (100 with `--quick`) with two single-scope nodes each, 100 entities per tenant.
+/// Measures (a) ingest: the first node of every tenant pushes its 100 entities (one packet), on
+/// a hub with `[scopes]` and on one without, same shape, same run (target: scoped ≥ 0.8×);
+/// (b) one node's initial sync of its tenant's 100 entities on the full hub, against the same
+/// on a hub holding that tenant alone (target ≤ 20 ms, and independent of other tenants).
+fn scopes(opts: &Opts, r: &mut Report) {
+    let tenants = 1000 / opts.scale;
+    let per = 100;
+    println!(
+        "scopes: {tenants} tenants x 2 nodes, {} entities",
+        tenants * per
+    );
+    let config = "[scopes]\nfield = \"tenant_id\"\n";
+    let change = |t: usize, i: usize| {
+        let mut c = insert_change(t * per + i);
+        c["data"]["tenant_id"] = json!(format!("tenant-{t:04}"));
+        c
+    };
+    // Registers the nodes and pushes every tenant's entities; returns (seconds, readers).
+    let run = |server: &Server, scoped: bool, tenants: usize| {
+        let client = Client::new(&server.base);
+        let mut writers = Vec::with_capacity(tenants);
+        let mut readers = Vec::with_capacity(tenants);
+        for t in 0..tenants {
+            for (k, list) in [(0, &mut writers), (1, &mut readers)] {
+                let code = format!("t{t:04}-{k}");
+                let mut req = json!({ "code": code });
+                if scoped {
+                    req["scopes"] = json!([format!("tenant-{t:04}")]);
+                }
+                list.push(client.register_with(&code, req));
+            }
+        }
+        let bodies: Vec<String> = writers
+            .iter()
+            .enumerate()
+            .map(|(t, w)| {
+                let changes: Vec<Value> = (0..per).map(|i| change(t, i)).collect();
+                client.envelope(w, &changes)
+            })
+            .collect();
+        let start = Instant::now();
+        for (w, body) in writers.iter_mut().zip(&bodies) {
+            client.exchange_body(w, body);
+        }
+        (start.elapsed().as_secs_f64(), readers, client)
+    };
+
+    let unscoped = Server::start(opts, 100);
+    let (t_plain, _, _) = run(&unscoped, false, tenants);
+    drop(unscoped);
+    let scoped = Server::start_configured(opts, 100, &[], config);
+    let (t_scoped, mut readers, client) = run(&scoped, true, tenants);
+    let n = (tenants * per) as f64;
+    r.add(
+        "scopes_ingest_unscoped_changes_per_s",
+        &format!("(S1) ingest, {tenants} writers x {per}, no [scopes]: changes/s"),
+        n / t_plain,
+        "changes/s",
+    );
+    r.add(
+        "scopes_ingest_scoped_changes_per_s",
+        "     same with [scopes], one scope per node: changes/s",
+        n / t_scoped,
+        "changes/s",
+    );
+    r.add(
+        "scopes_ingest_ratio",
+        "     ratio scoped / unscoped (target >= 0.8)",
+        t_plain / t_scoped,
+        "x",
+    );
+
+    // (S2) initial sync of one tenant's 100 entities, on 20 tenants spread over the hub.
+    let mut ms = Vec::new();
+    let step = (tenants / 20).max(1);
+    for t in (0..tenants).step_by(step) {
+        let start = Instant::now();
+        let got = client.drain(&mut readers[t]);
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(got, per, "tenant {t} receives exactly its entities");
+    }
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    r.add(
+        "scopes_initial_sync_p50_ms",
+        &format!("(S2) initial sync of one tenant's {per} entities, hub of {tenants}: p50"),
+        ms[ms.len() / 2],
+        "ms",
+    );
+    r.add(
+        "scopes_initial_sync_max_ms",
+        "     max (target <= 20)",
+        ms[ms.len() - 1],
+        "ms",
+    );
+    // The operator's view: every node's pending count in one pass.
+    let start = Instant::now();
+    let (s, body) = client.get("/api/sync/status", ADMIN);
+    assert_eq!(s, 200, "{body}");
+    r.add(
+        "scopes_admin_status_seconds",
+        &format!(
+            "     GET /api/sync/status, {} scoped nodes: seconds",
+            tenants * 2
+        ),
+        start.elapsed().as_secs_f64(),
+        "s",
+    );
+    drop(scoped);
+
+    // The same sync on a hub holding only that tenant.
+    let alone = Server::start_configured(opts, 100, &[], config);
+    let (_, mut readers, client) = run(&alone, true, 1);
+    let mut ms1 = Vec::new();
+    for _ in 0..5 {
+        let mut fresh = client.register_with(
+            &format!("fresh-{}", ms1.len()),
+            json!({"code": format!("fresh-{}", ms1.len()), "scopes": ["tenant-0000"]}),
+        );
+        let start = Instant::now();
+        assert_eq!(client.drain(&mut fresh), per);
+        ms1.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    assert_eq!(client.drain(&mut readers[0]), per);
+    ms1.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    r.add(
+        "scopes_initial_sync_alone_ms",
+        "     same on a hub holding that tenant alone: p50",
+        ms1[ms1.len() / 2],
+        "ms",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--only live`: live notification (issue 12)
+
+/// (1) propagation through the node library: node A's daemon syncs A's write at once, the
+/// server's event stream wakes node B's daemon, B has it; p50/p99 over 200 edits (20 with
+/// `--quick`... at least 50). (2) 1,000 open streams (100 with `--quick`), idle and then with 10
+/// writes/s: server RSS and CPU. (3) PostgreSQL only: a write on process 1 reaches a stream on
+/// process 2 (p50).
+fn live(opts: &Opts, r: &mut Report) {
+    live_propagation(opts, r);
+    live_streams(opts, r);
+    if opts.postgres.is_some() {
+        live_two_processes(opts, r);
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn live_propagation(opts: &Opts, r: &mut Report) {
+    use starsync_node::{DaemonOptions, InitOptions, Node, NodeEvent, NodeOptions};
+    let server = Server::start(opts, 100);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = |dir: &Path, code: &str| {
+        Node::init_with(
+            dir,
+            InitOptions::register(&server.base, code).admin_token(ADMIN),
+            None,
+            NodeOptions::default(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (node(da.path(), "live-A"), node(db.path(), "live-B"));
+    // Timed syncs an hour apart: only the stream and local writes make either daemon sync.
+    let daemon_opts = DaemonOptions {
+        interval: Duration::from_secs(3600),
+        stream_interval: Duration::from_secs(3600),
+        ..DaemonOptions::default()
+    };
+    let events = b.subscribe();
+    let _da = a.spawn_daemon(daemon_opts.clone());
+    let _db = b.spawn_daemon(daemon_opts);
+    let wait = |what: &str, pick: &dyn Fn(&NodeEvent) -> bool| loop {
+        match events.recv_timeout(Duration::from_secs(30)) {
+            Ok(e) if pick(&e) => return,
+            Ok(_) => {}
+            Err(_) => panic!("live: no {what} within 30 s"),
+        }
+    };
+    wait("stream", &|e| {
+        matches!(e, NodeEvent::LiveStream { connected: true })
+    });
+    let edits = (200 / opts.scale).max(50);
+    let run = |gap: Duration, first: usize| {
+        let mut ms = Vec::with_capacity(edits);
+        for i in 0..edits {
+            std::thread::sleep(gap);
+            let t = Instant::now();
+            let (u, _) = a.create("Estimate", &entity(first + i)).unwrap();
+            wait("data", &|e| matches!(e, NodeEvent::DataChanged { .. }));
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(b.get("Estimate", &u).unwrap().is_some(), "B has edit {i}");
+        }
+        ms.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        ms
+    };
+    // Edits 150 ms apart: a stream sends at most one event per 100 ms, so an edit made within
+    // 100 ms of the previous event waits out the rest of that window (the second run).
+    let ms = run(Duration::from_millis(150), 0);
+    println!("(live 1) propagation A writes -> B's daemon has it, {edits} edits 150 ms apart:");
+    r.add(
+        "live_propagation_p50_ms",
+        "  p50",
+        percentile(&ms, 0.5),
+        "ms",
+    );
+    r.add(
+        "live_propagation_p99_ms",
+        "  p99",
+        percentile(&ms, 0.99),
+        "ms",
+    );
+    r.add("live_propagation_max_ms", "  max", ms[ms.len() - 1], "ms");
+    let ms = run(Duration::ZERO, edits);
+    println!("  the same, back to back (each edit as soon as the previous one arrived):");
+    r.add(
+        "live_propagation_b2b_p50_ms",
+        "  p50",
+        percentile(&ms, 0.5),
+        "ms",
+    );
+    r.add(
+        "live_propagation_b2b_p99_ms",
+        "  p99",
+        percentile(&ms, 0.99),
+        "ms",
+    );
+}
+
+/// CPU seconds (user + system) a process used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Opens an event stream over a raw socket (nothing read yet).
+fn open_stream(base: &str, token: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /api/sync/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// Reads what is there (non-blocking) and counts `event: pending` lines.
+fn drain_events(streams: &mut [std::net::TcpStream], buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    for s in streams.iter_mut() {
+        while let Ok(k) = s.read(buf) {
+            if k == 0 {
+                break;
+            }
+            n += buf[..k]
+                .windows(14)
+                .filter(|w| *w == b"event: pending")
+                .count();
+        }
+    }
+    n
+}
+
+fn live_streams(opts: &Opts, r: &mut Report) {
+    let count = 1000 / opts.scale.min(10);
+    let server = Server::start(opts, 100);
+    let client = Client::new(&server.base);
+    let nodes: Vec<BenchNode> = (0..count)
+        .map(|i| client.register(&format!("stream-{i}")))
+        .collect();
+    let mut writer = client.register("stream-writer");
+    let rss_before = vm_rss_mib(server.pid());
+    let mut streams: Vec<std::net::TcpStream> = nodes
+        .iter()
+        .map(|n| open_stream(&server.base, &n.token))
+        .collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut connected = 0;
+    for s in &streams {
+        s.set_nonblocking(true).unwrap();
+    }
+    while connected < count && Instant::now() < deadline {
+        connected += drain_events(&mut streams, &mut buf);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(connected, count, "every stream said pending at connect");
+    let rss_open = vm_rss_mib(server.pid());
+    println!("(live 2) {count} open event streams:");
+    r.add(
+        "live_streams_rss_before_mib",
+        "  server RSS before",
+        rss_before,
+        "MiB",
+    );
+    r.add(
+        "live_streams_rss_open_mib",
+        "  server RSS with the streams open",
+        rss_open,
+        "MiB",
+    );
+
+    // Idle: nothing happens for 10 s.
+    let (cpu0, t0) = (cpu_secs(server.pid()), Instant::now());
+    let idle_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < idle_until {
+        drain_events(&mut streams, &mut buf);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let idle_cpu = (cpu_secs(server.pid()) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    r.add(
+        "live_streams_idle_cpu_pct",
+        "  server CPU, idle",
+        idle_cpu,
+        "% of a core",
+    );
+
+    // 10 writes/s for 10 s, each one waking every stream.
+    let (cpu0, t0) = (cpu_secs(server.pid()), Instant::now());
+    let mut delivered = 0;
+    for i in 0..100 {
+        let next = t0 + Duration::from_millis(100 * (i + 1));
+        let body = client.envelope(&writer, &[insert_change(i as usize)]);
+        client.exchange_body(&mut writer, &body);
+        delivered += drain_events(&mut streams, &mut buf);
+        if let Some(left) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(left);
+        }
+    }
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        delivered += drain_events(&mut streams, &mut buf);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let busy_secs = t0.elapsed().as_secs_f64();
+    let busy_cpu = (cpu_secs(server.pid()) - cpu0) / busy_secs * 100.0;
+    r.add(
+        "live_streams_busy_cpu_pct",
+        "  server CPU, 10 writes/s",
+        busy_cpu,
+        "% of a core",
+    );
+    r.add(
+        "live_streams_events_per_s",
+        "  pending events delivered",
+        delivered as f64 / busy_secs,
+        "/s",
+    );
+    r.add(
+        "live_streams_rss_busy_mib",
+        "  server RSS after the writes",
+        vm_rss_mib(server.pid()),
+        "MiB",
+    );
+}
+
+fn live_two_processes(opts: &Opts, r: &mut Report) {
+    use std::io::BufRead;
+    let one = Server::start(opts, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(&str, &str)> = one
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (mut child, two) = spawn_serve(dir.path(), &one.url, one.batch, &env, "");
+    let client = Client::new(&one.base);
+    let listener = client.register("listener");
+    let mut writer = client.register("writer-2p");
+    let stream = open_stream(&two, &listener.token);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("event: pending") && tx.send(Instant::now()).is_err() {
+                break;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("first event");
+    let mut ms = Vec::new();
+    for i in 0..50 {
+        // Past the 100 ms coalescing window, so each write is announced on its own.
+        std::thread::sleep(Duration::from_millis(120));
+        let body = client.envelope(&writer, &[insert_change(i)]);
+        let t = Instant::now();
+        client.exchange_body(&mut writer, &body);
+        let at = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("event on process 2");
+        ms.push(at.duration_since(t).as_secs_f64() * 1000.0);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ms.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    println!("(live 3) PostgreSQL, 2 processes: write on 1 -> event on a stream of 2, 50 writes:");
+    r.add(
+        "live_two_processes_p50_ms",
+        "  p50 (from sending the write)",
+        percentile(&ms, 0.5),
+        "ms",
+    );
+    r.add(
+        "live_two_processes_p99_ms",
+        "  p99",
+        percentile(&ms, 0.99),
+        "ms",
     );
 }

@@ -45,6 +45,24 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub sync: SyncSettings,
     pub conflicts: ConflictSettings,
+    /// `[scopes]` (PROTOCOL §10). Absent: one shared data set, every node sees everything,
+    /// and nothing of the scope machinery runs.
+    #[serde(default)]
+    pub scopes: Option<ScopeSettings>,
+}
+
+/// `[scopes] field = "tenant_id"`: the field of `data` that holds an entity's scope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSettings {
+    pub field: String,
+}
+
+/// `scope = "global"` on a type: every node receives it; only the admin and `*` nodes write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeScope {
+    Global,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +95,15 @@ pub struct ServerSettings {
     /// Most open client connections (all workers together); more wait in the listen backlog.
     /// Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
+    /// Most live-notification streams (`GET /api/sync/events`) open at once; one more is
+    /// answered 503 `too_many_streams`. Each costs a task and a few hundred bytes, no polling.
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
+    /// Seconds between the comment lines that keep a quiet event stream open through proxies
+    /// (PROTOCOL §12 says 25). Also how soon a client that vanished without closing its
+    /// connection is noticed (a write fails) and its place in `max_event_streams` freed.
+    #[serde(default = "default_event_keepalive_secs")]
+    pub event_keepalive_secs: u64,
     /// PEM certificate chain (leaf first) for HTTPS; empty: plain HTTP. Set with `tls_key`.
     #[serde(default)]
     pub tls_cert: String,
@@ -116,6 +143,14 @@ impl LogFormat {
 
 fn default_max_entity_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+fn default_max_event_streams() -> usize {
+    10_000
+}
+
+fn default_event_keepalive_secs() -> u64 {
+    25
 }
 
 fn default_max_inflight_bytes() -> usize {
@@ -230,6 +265,12 @@ pub struct TypeRules {
     /// An UPDATE revives a deleted entity instead of losing to the tombstone.
     #[serde(default)]
     pub resurrect: bool,
+    /// The field holding this type's scope, instead of `[scopes] field`.
+    #[serde(default)]
+    pub scope_field: Option<String>,
+    /// `"global"`: reference data shared by every node (PROTOCOL §10).
+    #[serde(default)]
+    pub scope: Option<TypeScope>,
 }
 
 impl ConflictSettings {
@@ -363,6 +404,12 @@ impl Settings {
         if let Some(v) = get(env, "STARSYNC_MAX_CONNECTIONS") {
             self.server.max_connections = num("STARSYNC_MAX_CONNECTIONS", v)?;
         }
+        if let Some(v) = get(env, "STARSYNC_MAX_EVENT_STREAMS") {
+            self.server.max_event_streams = num("STARSYNC_MAX_EVENT_STREAMS", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_EVENT_KEEPALIVE_SECS") {
+            self.server.event_keepalive_secs = num("STARSYNC_EVENT_KEEPALIVE_SECS", v)?;
+        }
         if let Some(v) = get(env, "STARSYNC_MAX_CLOCK_SKEW_SECS") {
             self.sync.max_clock_skew_secs = num("STARSYNC_MAX_CLOCK_SKEW_SECS", v)?;
         }
@@ -379,6 +426,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_scopes()?;
         check_admin_token(
             &self.server.admin_token,
             "STARSYNC_ADMIN_TOKEN (or server.admin_token)",
@@ -402,6 +450,12 @@ impl Settings {
         if self.server.body_timeout_secs == 0 || self.server.body_min_bytes_per_sec == 0 {
             return Err(ConfigError::Invalid(
                 "server.body_timeout_secs and server.body_min_bytes_per_sec must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.server.event_keepalive_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "server.event_keepalive_secs (STARSYNC_EVENT_KEEPALIVE_SECS) must be at least 1"
                     .into(),
             ));
         }
@@ -447,6 +501,40 @@ impl Settings {
     /// Every accepted entity must be deliverable: entity limit + headroom <= answer budget <=
     /// packet limit. Otherwise a node could be sent a packet it refuses, forever (packets go
     /// oldest first, so nothing behind it would arrive either).
+    /// Scope settings name fields that exist in JSON (non-empty), and only make sense with
+    /// `[scopes]`: a `scope_field` or `scope = "global"` without it would be silently ignored.
+    fn validate_scopes(&self) -> Result<(), ConfigError> {
+        let field_ok = |f: &str| !f.is_empty() && f.chars().count() <= 128;
+        if let Some(sc) = &self.scopes {
+            if !field_ok(&sc.field) {
+                return Err(ConfigError::Invalid(
+                    "scopes.field must name a field of data (1-128 characters)".into(),
+                ));
+            }
+        }
+        for (t, r) in &self.conflicts.types {
+            if (r.scope_field.is_some() || r.scope.is_some()) && self.scopes.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "conflicts.types.{t} sets scope_field or scope, but there is no [scopes] \
+                     section (add [scopes] field = \"tenant_id\" to turn scopes on)"
+                )));
+            }
+            if let Some(f) = &r.scope_field {
+                if !field_ok(f) {
+                    return Err(ConfigError::Invalid(format!(
+                        "conflicts.types.{t}.scope_field must name a field of data (1-128 characters)"
+                    )));
+                }
+                if r.scope.is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "conflicts.types.{t}: a global type has no scope_field; set one of them"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_size_chain(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         let answer = self.answer_budget();
@@ -669,6 +757,11 @@ mod tests {
             (5, 100)
         );
         assert_eq!(s.server.max_connections, 500);
+        assert_eq!(s.server.max_event_streams, 10_000);
+        env.insert("STARSYNC_MAX_EVENT_STREAMS".into(), "2".into());
+        let s = Settings::load_from(Path::new("/nonexistent"), &env).unwrap();
+        assert_eq!(s.server.max_event_streams, 2);
+        env.remove("STARSYNC_MAX_EVENT_STREAMS");
         // No deadline at all would bring back connections held forever.
         env.insert("STARSYNC_BODY_TIMEOUT_SECS".into(), "0".into());
         let err = Settings::load_from(Path::new("/nonexistent"), &env).unwrap_err();

@@ -159,11 +159,10 @@ pub struct Metrics {
     pool_size: Gauge,
     writers_waiting: Gauge,
     hub_failures: Counter,
-    /// Event streams (Server-Sent Events) open now: `starsync_event_streams_open`. The live
-    /// notification module increments it when a stream opens and decrements it when it closes
-    /// (`inc()` / `dec()`, e.g. from a drop guard, so a dropped connection is counted out too);
-    /// nothing else sets it.
-    pub event_streams_open: Gauge,
+    /// Event streams (Server-Sent Events) open now: `starsync_event_streams_open`, read at
+    /// scrape time from the live hub's own count (which its stream tickets keep exact, a
+    /// dropped connection included), so there is one count, not two kept in step.
+    event_streams_open: Gauge,
     /// The last node and pending figures and when they were computed ([`HUB_GAUGES_TTL`]).
     hub_cache: Mutex<Option<(Instant, HubGauges)>>,
     /// Held by the one scrape computing the figures.
@@ -383,6 +382,8 @@ impl Metrics {
                 tracing::warn!(error = %e, "metrics: node and pending figures unavailable");
             }
         }
+        self.event_streams_open
+            .set(i64::try_from(engine.live.open_streams()).unwrap_or(i64::MAX));
         let pool = engine.pool_state();
         let idle = i64::from(pool.idle_connections);
         for (state, n) in [
@@ -453,6 +454,8 @@ mod tests {
                 code: "M-1".into(),
                 name: None,
                 description: None,
+                scopes: None,
+                types: None,
             })
             .unwrap();
         let m = Metrics::new("sqlite");

@@ -127,7 +127,10 @@ impl Application {
         .max_connections(per_worker)
         .keep_alive(KEEP_ALIVE)
         .client_request_timeout(HEAD_TIMEOUT)
-        .client_disconnect_timeout(DISCONNECT_TIMEOUT);
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+        // Our own handlers (`run_until_stopped`): event streams must end before a graceful
+        // stop, which otherwise waits its whole timeout for connections that never finish.
+        .disable_signals();
         let server = match &tls {
             Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?)?,
             None => server.listen(listener)?,
@@ -187,7 +190,45 @@ impl Application {
         Ok(())
     }
 
+    /// Runs until a signal stops the server: SIGTERM gracefully (requests in progress finish),
+    /// SIGINT and SIGQUIT at once, like actix's own handlers; both first end every event
+    /// stream (clients reconnect, to another process or after the restart).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use actix_web::rt::signal::unix::{signal, SignalKind};
+            use futures_util::future::{select, Either};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut quit = signal(SignalKind::quit())?;
+            let handle = self.server.handle();
+            let engine = self.engine.clone();
+            actix_web::rt::spawn(async move {
+                let graceful = {
+                    let term = std::pin::pin!(term.recv());
+                    let int = std::pin::pin!(int.recv());
+                    let quit = std::pin::pin!(quit.recv());
+                    match select(term, select(int, quit)).await {
+                        Either::Left(_) => true,
+                        Either::Right(_) => false,
+                    }
+                };
+                tracing::info!(graceful, "stopping: ending event streams");
+                engine.live().end_all();
+                handle.stop(graceful).await;
+            });
+        }
+        #[cfg(not(unix))]
+        {
+            let handle = self.server.handle();
+            let engine = self.engine.clone();
+            actix_web::rt::spawn(async move {
+                if actix_web::rt::signal::ctrl_c().await.is_ok() {
+                    engine.live().end_all();
+                    handle.stop(false).await;
+                }
+            });
+        }
         self.server.await
     }
 }

@@ -66,14 +66,18 @@ async fn list(
     };
     let before = q.before.filter(|s| !s.is_empty());
     let conflicts = blocking(&engine, move |e| {
-        if let Caller::Node(me) = e.authenticate(token.as_deref())? {
-            if filter.node_id.as_deref() != Some(me.id.as_str()) {
-                return Err(EngineError::Forbidden(
-                    "a node may list only its own conflicts: add ?node_id=<its own id>".into(),
-                ));
+        let viewer = match e.authenticate(token.as_deref())? {
+            Caller::Node(me) => {
+                if filter.node_id.as_deref() != Some(me.id.as_str()) {
+                    return Err(EngineError::Forbidden(
+                        "a node may list only its own conflicts: add ?node_id=<its own id>".into(),
+                    ));
+                }
+                Some(me)
             }
-        }
-        e.list_conflicts(filter, before.as_deref())
+            _ => None,
+        };
+        e.list_conflicts(filter, before.as_deref(), viewer.as_deref())
     })
     .await?;
     Ok(HttpResponse::Ok().json(ConflictList { conflicts }))

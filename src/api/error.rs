@@ -54,6 +54,9 @@ impl ApiError {
                 E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
                 E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),
                 E::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+                E::TooManyStreams(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams)
+                }
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }
@@ -80,7 +83,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.parts();
-        let message = if status.is_server_error() {
+        // A full stream table is load, not a failure: its message says what to do.
+        let message = if status.is_server_error() && code != ErrorCode::TooManyStreams {
             tracing::error!(error = %self, "request failed");
             "the server failed to process the request; see the server log".to_string()
         } else {
@@ -90,7 +94,11 @@ impl ResponseError for ApiError {
             ApiError::Engine(EngineError::PacketGap { expected, .. }) => Some(*expected),
             _ => None,
         };
-        HttpResponse::build(status).json(ErrorBody {
+        let mut answer = HttpResponse::build(status);
+        if code == ErrorCode::TooManyStreams {
+            answer.insert_header((actix_web::http::header::RETRY_AFTER, "30"));
+        }
+        answer.json(ErrorBody {
             error: code,
             message,
             expected_packet_no,

@@ -6,6 +6,7 @@ pub mod conflicts;
 pub mod dashboard;
 pub mod entities;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod metrics;
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     sync::configure(cfg);
     watermelon::configure(cfg);
+    events::configure(cfg);
     nodes::configure(cfg);
     conflicts::configure(cfg);
     entities::configure(cfg);

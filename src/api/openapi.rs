@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, health, metrics, nodes, sync, watermelon};
+use super::{conflicts, entities, events, health, metrics, nodes, sync, watermelon};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -42,7 +42,9 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::node_status,
         watermelon::pull,
         watermelon::push,
+        events::events,
         nodes::list,
+        nodes::patch,
         nodes::disable,
         nodes::enable,
         nodes::rotate,
@@ -111,9 +113,17 @@ const ERRORS: &[(&str, &[Answers])] = &[
         &[AUTH, BODY, &[(409, &[E::Conflict])], INTERNAL],
     ),
     ("metrics", &[AUTH, INTERNAL]),
+    (
+        "events",
+        &[
+            &[(401, &[E::Unauthorized]), (503, &[E::TooManyStreams])],
+            INTERNAL,
+        ],
+    ),
     ("server_status", &[AUTH, INTERNAL]),
     ("node_status", &[AUTH, NOT_FOUND, INTERNAL]),
     ("list_nodes", &[AUTH, INTERNAL]),
+    ("patch_node", &[AUTH, BODY, NOT_FOUND, INTERNAL]),
     ("disable_node", &[AUTH, NOT_FOUND, INTERNAL]),
     ("enable_node", &[AUTH, NOT_FOUND, INTERNAL]),
     ("rotate_node_token", &[AUTH, NOT_FOUND, INTERNAL]),
@@ -173,6 +183,7 @@ impl Modify for ErrorAnswers {
                 &mut item.put,
                 &mut item.post,
                 &mut item.delete,
+                &mut item.patch,
             ]
             .into_iter()
             .flatten()

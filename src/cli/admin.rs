@@ -23,6 +23,28 @@ pub enum NodesCmd {
         /// Free text shown in node lists.
         #[arg(long)]
         description: Option<String>,
+        /// Its scopes, comma-separated (`*` = all; default none: global types only). Needs a
+        /// [scopes] configuration.
+        #[arg(long)]
+        scopes: Option<String>,
+        /// The entity types it synchronizes, comma-separated (default every type).
+        #[arg(long)]
+        types: Option<String>,
+    },
+    /// Set a node's scopes (comma-separated, `*` = all, empty = none): it is sent a gained
+    /// scope's entities and DELETEs for a lost scope's.
+    Scopes {
+        /// The node's code or id.
+        node: String,
+        /// The new scopes, e.g. `family-7,family-9`.
+        scopes: String,
+    },
+    /// Set the entity types a node synchronizes (comma-separated; `*` = every type).
+    Types {
+        /// The node's code or id.
+        node: String,
+        /// The types, e.g. `Estimate,Customer`.
+        types: String,
     },
     /// Disable a node: its token gets 401; its queue keeps filling.
     Disable {
@@ -88,17 +110,18 @@ pub fn nodes(engine: &Engine, cmd: NodesCmd, json: bool) -> CliResult {
                 println!("no nodes registered");
             } else {
                 println!(
-                    "{:<36}  {:<20} {:<7} {:>8}  {:<27}",
+                    "{:<36}  {:<20} {:<7} {:>8}  {:<27}  SCOPES",
                     "NODE ID", "CODE", "ACTIVE", "PENDING", "LAST SYNC IN"
                 );
                 for n in list {
                     println!(
-                        "{:<36}  {:<20} {:<7} {:>8}  {:<27}",
+                        "{:<36}  {:<20} {:<7} {:>8}  {:<27}  {}",
                         n.node_id,
                         n.code,
                         if n.active { "yes" } else { "no" },
                         n.pending_changes,
-                        n.last_sync_in.unwrap_or_else(|| "never".into())
+                        n.last_sync_in.unwrap_or_else(|| "never".into()),
+                        n.scopes.as_deref().unwrap_or(&["*".to_string()]).join(",")
                     );
                 }
             }
@@ -107,11 +130,15 @@ pub fn nodes(engine: &Engine, cmd: NodesCmd, json: bool) -> CliResult {
             code,
             name,
             description,
+            scopes,
+            types,
         } => {
             let r = engine.register(RegisterRequest {
                 code,
                 name,
                 description,
+                scopes: scopes.as_deref().map(comma_list),
+                types: types.as_deref().map(comma_list),
             })?;
             if json {
                 print_json(&r);
@@ -124,6 +151,15 @@ pub fn nodes(engine: &Engine, cmd: NodesCmd, json: bool) -> CliResult {
                 println!("server_node_id: {}", r.server_node_id);
                 println!("schema_version: {}", r.schema_version);
             }
+        }
+        NodesCmd::Scopes { node, scopes } => {
+            let n = engine.patch_node(&node, Some(comma_list(&scopes)), None)?;
+            print_view(&n, json);
+        }
+        NodesCmd::Types { node, types } => {
+            let types = (types.trim() != "*").then(|| comma_list(&types));
+            let n = engine.patch_node(&node, None, Some(types))?;
+            print_view(&n, json);
         }
         NodesCmd::Disable { node } => {
             let n = engine.set_node_active(&node, false)?;
@@ -234,6 +270,7 @@ pub fn conflicts(engine: &Engine, cmd: ConflictsCmd, json: bool) -> CliResult {
                     limit: limit.clamp(1, 1000),
                 },
                 None,
+                None,
             )?;
             if json {
                 print_json(&serde_json::json!({ "conflicts": rows }));
@@ -277,4 +314,30 @@ pub fn conflicts(engine: &Engine, cmd: ConflictsCmd, json: bool) -> CliResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `a, b,,c` → `["a", "b", "c"]` (blanks dropped, so an empty text is an empty list).
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn print_view(n: &starsync_protocol::api::NodeInfo, json: bool) {
+    if json {
+        print_json(n);
+    } else {
+        let scopes = match n.scopes.as_deref() {
+            Some([]) => "(none: global types only)".to_string(),
+            Some(list) => list.join(","),
+            None => "* (no [scopes] configuration)".to_string(),
+        };
+        let types = n
+            .types
+            .as_ref()
+            .map_or("(every type)".to_string(), |t| t.join(","));
+        println!("node {}: scopes {scopes}; types {types}", n.code);
+    }
 }

@@ -88,6 +88,8 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
                               (default 600)
   STARSYNC_MAX_CONNECTIONS    most open connections (default 25000; lowered to fit the open-file
                               limit)
+  STARSYNC_MAX_EVENT_STREAMS  most open live-notification streams (default 10000; more get 503)
+  STARSYNC_EVENT_KEEPALIVE_SECS  seconds between keep-alive comments on event streams (default 25)
   STARSYNC_TLS_CERT           PEM certificate chain: serve HTTPS (with STARSYNC_TLS_KEY); SIGHUP
                               reloads both files without a restart
   STARSYNC_TLS_KEY            PEM private key of STARSYNC_TLS_CERT

@@ -78,7 +78,14 @@ pub struct ApplyCtx<'a> {
     /// Whether `sync_changes` may hold rows (checked once per packet): when it is empty, a new
     /// version has no per-node rows to clear, and the DELETE is skipped.
     queue_rows: Option<bool>,
+    /// With scopes: the scope of a state, `(entity_type, data)` → `entities.scope`. Every new
+    /// version gets its scope here, and one that leaves a scope writes one `scope_exits` row
+    /// (O(1), whatever the number of nodes). `None` without scopes: nothing is computed.
+    pub scope_of: Option<&'a ScopeOf<'a>>,
 }
+
+/// `(entity_type, data)` → the state's scope (`entities.scope`).
+pub type ScopeOf<'f> = dyn Fn(&str, &str) -> Option<String> + 'f;
 
 /// One cached entity and what must be written for it at flush.
 #[derive(Clone)]
@@ -108,6 +115,25 @@ impl<'a> ApplyCtx<'a> {
             max_entity_bytes,
             cache: HashMap::new(),
             queue_rows: None,
+            scope_of: None,
+        }
+    }
+
+    /// The entity as this packet has left it so far (the scope rules read it before a change).
+    pub fn current(&mut self, conn: &mut Conn, t: &str, u: &str) -> StoreResult<Option<Entity>> {
+        self.get(conn, t, u)
+    }
+
+    /// The stored state of `t/u` differs from what its author sent (the server stamped its
+    /// scope): nobody holds it, so the author receives it back (PROTOCOL §3's echo rule).
+    pub fn unhold(&mut self, t: &str, u: &str, change_id: &str) {
+        if let Some(Slot {
+            entity: Some(e), ..
+        }) = self.cache.get_mut(&(t.to_string(), u.to_string()))
+        {
+            if e.change_id.as_deref() == Some(change_id) && e.author_node_id.is_some() {
+                e.holder_node_id = None;
+            }
         }
     }
 
@@ -165,7 +191,27 @@ impl<'a> ApplyCtx<'a> {
     }
 
     /// Records the entity's new state; written at [`ApplyCtx::flush`].
-    fn put(&mut self, conn: &mut Conn, e: Entity) -> StoreResult<()> {
+    fn put(&mut self, conn: &mut Conn, mut e: Entity) -> StoreResult<()> {
+        if let Some(scope_of) = self.scope_of {
+            e.scope = scope_of(&e.entity_type, &e.data);
+            let key = (e.entity_type.clone(), e.entity_uuid.clone());
+            let old = self.cache.get(&key).and_then(|s| s.entity.as_ref());
+            if let Some(Some(left)) = old
+                .map(|o| o.scope.as_ref())
+                .filter(|s| *s != e.scope.as_ref())
+            {
+                crate::store::scopes::record_exit(
+                    conn,
+                    &crate::store::models::ScopeExit {
+                        scope: left.clone(),
+                        seq: e.seq,
+                        entity_type: e.entity_type.clone(),
+                        entity_uuid: e.entity_uuid.clone(),
+                        created_at: self.now.to_string(),
+                    },
+                )?;
+            }
+        }
         if self.queue_rows.is_none() {
             self.queue_rows = Some(queue::any(conn)?);
         }
@@ -340,6 +386,7 @@ pub fn apply_change(
                 applied_at: ctx.now.to_string(),
                 // Every field was written now, by this node.
                 field_versions: None,
+                scope: None,
             },
         )?;
         return Ok(Ok(Applied::Done));
@@ -530,6 +577,7 @@ pub fn apply_field_change(
                 change_id: Some(c.change_id.to_string()),
                 applied_at: ctx.now.to_string(),
                 field_versions: None,
+                scope: None,
             },
         )?;
         return Ok(Ok(Applied::Done));
@@ -683,6 +731,7 @@ fn write_field_version(
             change_id: Some(c.change_id.to_string()),
             applied_at: ctx.now.to_string(),
             field_versions: Some(field_versions),
+            scope: e.scope.clone(),
         },
     )
 }
@@ -752,6 +801,7 @@ fn write_version(
             change_id: author.map(|c| c.change_id.clone()),
             applied_at: ctx.now.to_string(),
             field_versions,
+            scope: e.scope.clone(),
         },
     )
 }

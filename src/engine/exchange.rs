@@ -3,15 +3,18 @@
 
 use std::time::Instant;
 
+use serde_json::value::RawValue;
+
 use crate::store::models::{InPacketReport, Node};
-use crate::store::{nodes, queue, Conn};
+use crate::store::{nodes, pending, queue, scopes, Conn, StoreError};
 use starsync_protocol::api::{ChangeError, ConflictReport};
 use starsync_protocol::{
-    self, echo_field, schema_major, validate_change, validate_text, ClockRule, Packet,
+    self, echo_field, schema_major, validate_change, validate_text, Change, ClockRule, Packet,
 };
 use starsync_protocol::{ErrorCode, RejectReason};
 
 use super::apply::{apply_change, apply_change_isolated, Applied, ApplyCtx, SeqAlloc};
+use super::live::AdminEvent;
 use super::outbound::Budget;
 use super::{outbound, Engine, EngineError, EngineResult};
 
@@ -152,6 +155,16 @@ impl Engine {
         if ack > node.acked_packet_no {
             if let Some(rec) = queue::out_packet_at_most(conn, &node.id, ack)? {
                 node.acked_seq = node.acked_seq.max(rec.high_seq);
+                if self.settings.scopes.is_some() {
+                    // Every stream the packet was built from settles up to its high_seq; a
+                    // loss with nothing left to drain goes.
+                    scopes::raise(conn, &node.id, rec.high_seq, rec.packet_no)?;
+                    for l in scopes::losses_of(conn, &node.id)? {
+                        if pending::loss_drained(conn, &l)? {
+                            scopes::drop_loss(conn, &node.id, &l.scope)?;
+                        }
+                    }
+                }
             }
             node.acked_packet_no = ack;
             queue::prune(conn, &node.id, node.acked_seq)?;
@@ -188,6 +201,14 @@ impl Engine {
             .map(|c| validate_change(c, &clock))
             .collect();
         let mut ctx = ApplyCtx::new(&node.id, now, seq, self.settings.server.max_entity_bytes);
+        // With scopes: who this node is allowed to write as, and each new state's scope.
+        let scoping = self.scoping();
+        let view = match scoping {
+            Some(_) => Some(self.view(conn, node)?),
+            None => None,
+        };
+        let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
+        ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
         ctx.preload(
             conn,
             p.changes
@@ -214,6 +235,40 @@ impl Engine {
                     continue;
                 }
             };
+            // The scope rules (PROTOCOL §10) decide before the conflict rules; a stamped scope
+            // makes a copy of the change carrying the stamped data.
+            let stamped;
+            let mut was_stamped = false;
+            let c = match (&scoping, &view) {
+                (Some(sc), Some(v)) => {
+                    let existing = ctx.current(conn, &c.entity_type, &c.entity_uuid)?;
+                    match sc.check_write(
+                        v,
+                        existing.as_ref(),
+                        &c.entity_type,
+                        valid.operation,
+                        c.data_text(),
+                    ) {
+                        Err(r) => {
+                            report.reject(rejected(r.reason, r.message));
+                            continue;
+                        }
+                        Ok(Some(data)) => {
+                            let raw = RawValue::from_string(data).map_err(|e| {
+                                StoreError::Corrupt(format!("stamping a scope broke the JSON: {e}"))
+                            })?;
+                            stamped = Change {
+                                data: Some(raw),
+                                ..(*c).clone()
+                            };
+                            was_stamped = true;
+                            &stamped
+                        }
+                        Ok(None) => c,
+                    }
+                }
+                _ => c,
+            };
             let rules = self.settings.conflicts.rules(&c.entity_type);
             let strategy = self.settings.conflicts.strategy_for(&c.entity_type);
             let applied = if isolate {
@@ -221,6 +276,9 @@ impl Engine {
             } else {
                 apply_change(conn, &mut ctx, rules, strategy, c, &valid)?
             };
+            if was_stamped {
+                ctx.unhold(&c.entity_type, &c.entity_uuid, &c.change_id);
+            }
             match applied {
                 Ok(Applied::Done) => report.processed_count += 1,
                 Ok(Applied::Conflict(r)) => {
@@ -257,7 +315,8 @@ impl Engine {
         let budget = Budget::new(self.settings.sync.batch_size, self.settings.answer_budget());
         self.read(|conn| {
             let node = self.reload_active(conn, &node.id)?;
-            Ok(outbound::next_packet_bytes(conn, &node, budget)?)
+            let view = self.view(conn, &node)?;
+            Ok(outbound::next_packet_bytes(conn, &view, budget)?)
         })
     }
 
@@ -274,7 +333,7 @@ impl Engine {
         self.check_packet_header(caller, &packet)?;
         let now = starsync_protocol::now_ts();
         let (report, answer, node) = self.apply_once_or_isolated(|isolate| {
-            self.write(|conn| {
+            self.write_noting(|conn| {
                 let mut node = self.reload_active(conn, &caller.id)?;
                 let mut seq = SeqAlloc::begin(conn)?;
                 let report =
@@ -283,9 +342,11 @@ impl Engine {
                     reserved,
                     ..Budget::new(self.settings.sync.batch_size, self.settings.answer_budget())
                 };
+                let view = self.view(conn, &node)?;
                 let answer = outbound::build_packet(
                     conn,
                     &mut node,
+                    &view,
                     &self.server_node_id,
                     &self.settings.sync.schema_version,
                     budget,
@@ -294,7 +355,8 @@ impl Engine {
                 )?;
                 seq.finish(conn)?;
                 nodes::save_counters(conn, &node)?;
-                Ok((report, answer, node))
+                let events = exchange_events(&node, &packet, Some(&answer), &report);
+                Ok(((report, answer, node), events))
             })
         })?;
         tracing::info!(
@@ -340,14 +402,15 @@ impl Engine {
         self.check_packet_header(&node, &packet)?;
         let now = starsync_protocol::now_ts();
         let report = self.apply_once_or_isolated(|isolate| {
-            self.write(|conn| {
+            self.write_noting(|conn| {
                 let mut node = self.reload_active(conn, &node.id)?;
                 let mut seq = SeqAlloc::begin(conn)?;
                 let report =
                     self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
                 seq.finish(conn)?;
                 nodes::save_counters(conn, &node)?;
-                Ok(report)
+                let events = exchange_events(&node, &packet, None, &report);
+                Ok((report, events))
             })
         })?;
         tracing::info!(
@@ -386,9 +449,11 @@ impl Engine {
             let last = crate::store::last_seq(conn)?;
             // A file carries what an answer would: the same byte budget, so the node can
             // import it under the same limit.
+            let view = self.view(conn, &node)?;
             let packet = outbound::build_packet(
                 conn,
                 &mut node,
+                &view,
                 &self.server_node_id,
                 &self.settings.sync.schema_version,
                 Budget::new(self.settings.sync.batch_size, self.settings.answer_budget()),
@@ -408,6 +473,46 @@ impl Engine {
             None => Err(EngineError::Unauthorized("unknown node".into())),
         }
     }
+}
+
+/// What a dashboard hears of one exchange (or imported packet): an `exchange` event, and a
+/// `conflict` event per conflict it listed.
+fn exchange_events(
+    node: &Node,
+    packet: &Packet,
+    answer: Option<&Packet>,
+    report: &ReceiveReport,
+) -> Vec<AdminEvent> {
+    let mut events = vec![AdminEvent::new(
+        "exchange",
+        serde_json::json!({
+            "node_id": node.id,
+            "node_code": node.code,
+            "transport": if answer.is_some() { "http" } else { "file" },
+            "packet_in": packet.packet_no,
+            "packet_out": answer.map(|a| a.packet_no),
+            "duplicate": report.duplicate,
+            "changes_in": packet.changes.len(),
+            "processed": report.processed_count,
+            "errors": report.error_count,
+            "conflicts": report.conflict_count,
+            "changes_out": answer.map_or(0, |a| a.changes.len()),
+            "more": answer.is_some_and(|a| a.more),
+        }),
+    )];
+    if !report.duplicate {
+        events.extend(report.conflicts.iter().map(|c| {
+            AdminEvent::new(
+                "conflict",
+                serde_json::json!({
+                    "node_id": node.id,
+                    "node_code": node.code,
+                    "conflict": c,
+                }),
+            )
+        }));
+    }
+    events
 }
 
 fn trunc(s: &str) -> String {

@@ -8,7 +8,9 @@ pub mod apply;
 pub mod auth;
 pub mod exchange;
 pub mod fields;
+pub mod live;
 pub mod outbound;
+pub mod scopes;
 pub mod status;
 pub mod watermelon;
 
@@ -57,6 +59,9 @@ pub enum EngineError {
     /// A write based on a state the hub has changed since (409 `conflict`), refused whole.
     #[error("{0}")]
     Conflict(String),
+    /// The limit of open event streams is reached (503 `too_many_streams`).
+    #[error("{0}")]
+    TooManyStreams(String),
     /// Well-formed JSON whose fields are missing or malformed (422).
     #[error("{0}")]
     InvalidRequest(String),
@@ -122,6 +127,10 @@ pub struct Engine {
     health_url: Option<String>,
     /// SQLite only: background WAL checkpoints (stops with the engine).
     _checkpointer: Option<store::Checkpointer>,
+    /// The open event streams of this process, told after every commit (PROTOCOL §12).
+    pub(crate) live: Arc<live::LiveHub>,
+    /// PostgreSQL only: hears the other processes' commits (stops with the engine).
+    _listener: Option<live::Listener>,
 }
 
 impl Engine {
@@ -136,6 +145,7 @@ impl Engine {
         let mut engine = Self::with_pool(pool, settings, admin_token)?;
         engine.health_url = Some(url.clone());
         engine._checkpointer = store::Checkpointer::spawn(&url, Duration::from_millis(250))?;
+        engine._listener = live::Listener::spawn(&url, engine.live.clone())?;
         Ok(engine)
     }
 
@@ -150,6 +160,11 @@ impl Engine {
         };
         Ok(Engine {
             pool,
+            // Half the pool: the other half stays free for exchanges and reads.
+            live: live::LiveHub::new(
+                settings.server.max_event_streams,
+                (settings.database.pool_size as usize / 2).max(1),
+            ),
             settings,
             server_node_id: ident.server_node_id,
             server_code: ident.code,
@@ -160,6 +175,7 @@ impl Engine {
             health: Mutex::new(None),
             health_url: None,
             _checkpointer: None,
+            _listener: None,
         })
     }
 
@@ -175,11 +191,53 @@ impl Engine {
         &self.settings
     }
 
+    /// This process's event streams (PROTOCOL §12).
+    pub fn live(&self) -> &Arc<live::LiveHub> {
+        &self.live
+    }
+
     /// Runs `f` in a write transaction, one writer at a time.
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&mut store::Conn) -> EngineResult<T>,
     ) -> EngineResult<T> {
+        self.write_noting(|c| Ok((f(c)?, Vec::new())))
+    }
+
+    /// [`Engine::write`] for transactions that also have something to tell dashboards
+    /// ([`live::AdminEvent`]s, returned beside the result).
+    ///
+    /// Every write transaction ends here, so this is where the event streams hear of it: the
+    /// transaction's summary (what it wrote, [`live::summarize`]) is taken inside it, sent to
+    /// the other processes by `NOTIFY` inside it (PostgreSQL delivers it on commit), and
+    /// published to this process's streams only after the commit returned, so no stream
+    /// announces data another connection cannot read yet.
+    pub(crate) fn write_noting<T>(
+        &self,
+        f: impl FnOnce(&mut store::Conn) -> EngineResult<(T, Vec<live::AdminEvent>)>,
+    ) -> EngineResult<T> {
+        let result = self.write_tx(|c| {
+            let before = store::last_seq(c)?;
+            let (value, admin) = f(c)?;
+            let summary = live::summarize(c, before, self.settings.scopes.is_some())?;
+            let commit = (summary.is_some() || !admin.is_empty()).then(|| live::Commit {
+                origin: self.live.origin().to_string(),
+                summary,
+                admin,
+            });
+            if let Some(commit) = &commit {
+                live::notify_in_tx(c, commit)?;
+            }
+            Ok((value, commit))
+        });
+        let (value, commit) = result?;
+        if let Some(commit) = commit {
+            self.live.publish(&commit);
+        }
+        Ok(value)
+    }
+
+    fn write_tx<T>(&self, f: impl FnOnce(&mut store::Conn) -> EngineResult<T>) -> EngineResult<T> {
         self.writers_waiting.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.writer.lock();
         self.writers_waiting.fetch_sub(1, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::store::entities::Head;
 use crate::store::models::{Entity, Node, OutPacket};
+use crate::store::pending::View;
 use crate::store::{entities, pending, queue, Conn, StoreError, StoreResult};
 use starsync_protocol::{self, Change, Packet, PACKET_FORMAT};
 
@@ -61,10 +62,18 @@ impl Budget {
     }
 }
 
+/// One entry of a packet: an entity's current state, or a DELETE because it left the node's
+/// view (`gone`: no data, no version).
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub head: Head,
+    pub gone: bool,
+}
+
 /// The entries a packet will carry, and what acknowledging it settles.
 pub struct Selection {
-    pub heads: Vec<Head>,
-    /// After acknowledgment, the node's cursor moves to this sequence number.
+    pub items: Vec<Item>,
+    /// After acknowledgment, the node's cursors move to this sequence number.
     pub high_seq: i64,
     /// More entries were pending than one packet holds.
     pub more: bool,
@@ -74,78 +83,97 @@ pub struct Selection {
 
 /// Picks the node's next pending entries within `budget`. `last_seq` is the highest sequence
 /// number handed out so far (inside the current transaction).
+///
+/// Every source (each stream of the log, the node's queue rows, exits, losses) is read from its
+/// own cursor, at most `batch_size + 1` rows, in `seq` order; merged, they are complete up to
+/// the lowest last `seq` of the sources that were cut (`bound`), so the packet takes entries in
+/// `seq` order up to there, and acknowledging it moves every cursor to its `high_seq`.
 pub fn select_pending(
     conn: &mut Conn,
-    node: &Node,
+    view: &View,
     budget: Budget,
     last_seq: i64,
 ) -> StoreResult<Selection> {
     let limit = budget.changes;
     let fetch = limit as i64 + 1;
-    let cursor = node.acked_seq;
-    let log = pending::log_heads(conn, node, fetch)?;
-    let rows = queue::pending(conn, &node.id, cursor, fetch)?;
-
-    // Both lists are complete up to their last fetched seq when they were cut off.
-    let bound_of = |len: usize, last: Option<i64>| {
-        if len as i64 == fetch {
-            last.unwrap_or(i64::MAX)
-        } else {
-            i64::MAX
-        }
-    };
-    let bound = bound_of(log.len(), log.last().map(|e| e.seq))
-        .min(bound_of(rows.len(), rows.last().map(|r| r.seq)));
-
+    let mut bound = i64::MAX;
     // One entry per entity, at its latest reason to be sent.
-    let mut by_key: HashMap<(String, String), (i64, Option<Head>)> = HashMap::new();
-    for h in log {
-        by_key.insert(
-            (h.entity_type.clone(), h.entity_uuid.clone()),
-            (h.seq, Some(h)),
-        );
+    let mut by_key: HashMap<(String, String), (i64, Option<Head>, bool)> = HashMap::new();
+    for stream in &view.streams {
+        let log = pending::log_heads(conn, view, stream, fetch)?;
+        if log.len() as i64 == fetch {
+            bound = bound.min(log.last().map(|h| h.seq).unwrap_or(i64::MAX));
+        }
+        for h in log {
+            by_key.insert(
+                (h.entity_type.clone(), h.entity_uuid.clone()),
+                (h.seq, Some(h), false),
+            );
+        }
     }
-    for r in rows {
-        let key = (r.entity_type, r.entity_uuid);
-        let slot = by_key.entry(key).or_insert((r.seq, None));
-        slot.0 = slot.0.max(r.seq);
+    for page in pending::extra_pages(conn, view, fetch)? {
+        if page.cut {
+            bound = bound.min(page.last_seq);
+        }
+        for x in page.entries {
+            let gone = x.kind == pending::Extra::Gone;
+            let slot = by_key
+                .entry((x.entity_type, x.entity_uuid))
+                .or_insert((x.seq, None, gone));
+            slot.0 = slot.0.max(x.seq);
+            slot.2 |= gone;
+            if gone || slot.1.is_none() {
+                slot.1 = Some(x.head);
+            }
+        }
     }
-    let mut items: Vec<((String, String), i64, Option<Head>)> = by_key
+    type Candidate = ((String, String), i64, Option<Head>, bool);
+    let mut items: Vec<Candidate> = by_key
         .into_iter()
-        .map(|(k, (s, h))| (k, s, h))
-        .filter(|(_, s, _)| *s <= bound)
+        .map(|(k, (s, h, g))| (k, s, h, g))
+        .filter(|(_, s, _, _)| *s <= bound)
         .collect();
-    items.sort_by_key(|(_, s, _)| *s);
-    let mut more = items.len() > limit || bound != i64::MAX;
+    items.sort_by_key(|(_, s, _, _)| *s);
+    let mut cut = items.len() > limit;
     items.truncate(limit);
 
-    let mut heads = Vec::with_capacity(items.len());
+    let mut chosen = Vec::with_capacity(items.len());
     let mut seqs = Vec::with_capacity(items.len());
     let mut bytes = PACKET_FIELDS_BYTES;
-    for ((t, u), s, h) in items {
+    for ((t, u), s, h, gone) in items {
         let h = match h {
+            Some(mut h) if gone => {
+                // It left the node's view: nothing of its state travels.
+                h.is_deleted = true;
+                h.data_len = 0;
+                h
+            }
             Some(h) => h,
             None => entities::head(conn, &t, &u)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("queued entity {t}/{u} does not exist"))
             })?,
         };
         let w = change_wire_bytes(&h);
-        let over_budget = !heads.is_empty() && bytes + w > budget.bytes;
+        let over_budget = !chosen.is_empty() && bytes + w > budget.bytes;
         if over_budget || bytes + w > budget.reserved {
-            more = true;
+            cut = true;
             break;
         }
         bytes += w;
-        heads.push(h);
+        chosen.push(Item { head: h, gone });
         seqs.push(s);
     }
-    let high_seq = if more {
-        seqs.last().copied().unwrap_or(cursor)
+    // Cut by count or bytes: settled up to the last entry taken. Otherwise every source is
+    // complete up to `bound` (entries filtered out on the way are settled too), or entirely.
+    let (more, high_seq) = if cut {
+        (true, seqs.last().copied().unwrap_or(0))
+    } else if bound != i64::MAX {
+        (true, bound)
     } else {
-        last_seq
+        (false, last_seq)
     };
     Ok(Selection {
-        heads,
+        items: chosen,
         high_seq,
         more,
         bytes,
@@ -154,20 +182,20 @@ pub fn select_pending(
 
 /// Upper bound of the JSON size of the node's next packet (read outside the write
 /// transaction, to set memory aside before building it).
-pub fn next_packet_bytes(conn: &mut Conn, node: &Node, budget: Budget) -> StoreResult<usize> {
-    Ok(select_pending(conn, node, budget, i64::MAX)?.bytes)
+pub fn next_packet_bytes(conn: &mut Conn, view: &View, budget: Budget) -> StoreResult<usize> {
+    Ok(select_pending(conn, view, budget, i64::MAX)?.bytes)
 }
 
-/// Loads the chosen entities, in the selection's order.
-fn load(conn: &mut Conn, heads: &[Head]) -> StoreResult<Vec<Entity>> {
+/// Loads the chosen entities (those sent with their state), in the selection's order.
+fn load(conn: &mut Conn, items: &[Item]) -> StoreResult<Vec<Option<Entity>>> {
     let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
-    for h in heads {
+    for h in items.iter().filter(|i| !i.gone).map(|i| &i.head) {
         by_type
             .entry(h.entity_type.as_str())
             .or_default()
             .push(h.entity_uuid.as_str());
     }
-    let mut found: HashMap<(String, String), Entity> = HashMap::with_capacity(heads.len());
+    let mut found: HashMap<(String, String), Entity> = HashMap::with_capacity(items.len());
     for (t, uuids) in by_type {
         for chunk in uuids.chunks(500) {
             for e in entities::get_many(conn, t, chunk)? {
@@ -175,9 +203,13 @@ fn load(conn: &mut Conn, heads: &[Head]) -> StoreResult<Vec<Entity>> {
             }
         }
     }
-    heads
+    items
         .iter()
-        .map(|h| {
+        .map(|i| {
+            if i.gone {
+                return Ok(None);
+            }
+            let h = &i.head;
             found
                 .remove(&(h.entity_type.clone(), h.entity_uuid.clone()))
                 .ok_or_else(|| {
@@ -186,6 +218,7 @@ fn load(conn: &mut Conn, heads: &[Head]) -> StoreResult<Vec<Entity>> {
                         h.entity_type, h.entity_uuid
                     ))
                 })
+                .map(Some)
         })
         .collect()
 }
@@ -196,14 +229,15 @@ fn load(conn: &mut Conn, heads: &[Head]) -> StoreResult<Vec<Entity>> {
 pub fn build_packet(
     conn: &mut Conn,
     node: &mut Node,
+    view: &View,
     server_node_id: &str,
     schema_version: &str,
     budget: Budget,
     last_seq: i64,
     now: &str,
 ) -> StoreResult<Packet> {
-    let sel = select_pending(conn, node, budget, last_seq)?;
-    let chosen = load(conn, &sel.heads)?;
+    let sel = select_pending(conn, view, budget, last_seq)?;
+    let chosen = load(conn, &sel.items)?;
     node.sent_packet_no += 1;
     node.last_sync_out = Some(now.to_string());
     queue::record_out_packet(
@@ -216,10 +250,19 @@ pub fn build_packet(
             created_at: now.to_string(),
         },
     )?;
-    let cursor = node.acked_seq;
     let mut changes = Vec::with_capacity(chosen.len());
-    for e in chosen {
-        changes.push(to_change(e, cursor)?);
+    for (item, e) in sel.items.iter().zip(chosen) {
+        changes.push(match e {
+            Some(e) => {
+                let cursor = view
+                    .streams
+                    .iter()
+                    .find(|s| s.scope.is_none() || s.scope == e.scope)
+                    .map_or(0, |s| s.cursor);
+                to_change(e, cursor)?
+            }
+            None => gone_change(&item.head, now),
+        });
     }
     Ok(Packet {
         format: PACKET_FORMAT,
@@ -232,6 +275,28 @@ pub fn build_packet(
         more: sel.more,
         changes,
     })
+}
+
+/// The DELETE a node receives when an entity left its view (PROTOCOL §10): no data and no
+/// version, since nothing of another scope's state may travel.
+fn gone_change(h: &Head, now: &str) -> Change {
+    // Deterministic per entity and log position, like the state changes' ids.
+    let change_id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{}/{}/gone/{}", h.entity_type, h.entity_uuid, h.seq).as_bytes(),
+    )
+    .to_string();
+    Change {
+        change_id,
+        entity_type: h.entity_type.clone(),
+        entity_uuid: h.entity_uuid.clone(),
+        operation: starsync_protocol::Operation::Delete.as_str().to_string(),
+        base_version: None,
+        version: None,
+        updated_at: now.to_string(),
+        data: None,
+        fields: None,
+    }
 }
 
 /// The change a node receives for an entity's current state.

@@ -26,7 +26,8 @@ impl Engine {
     pub fn hub_gauges(&self) -> EngineResult<HubGauges> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = pending::counts(c, &list)?;
+            let views = self.views(c, &list)?;
+            let counts = pending::counts(c, &views)?;
             let active = list.iter().filter(|n| n.active).count() as i64;
             Ok(HubGauges {
                 nodes_active: active,
@@ -49,9 +50,17 @@ impl Engine {
         self.read(|c| {
             let n = nodes::by_id(c, node_id)?
                 .ok_or_else(|| EngineError::NotFound(format!("no node {node_id:?}")))?;
+            let v = self.view(c, &n)?;
             Ok(NodeStatus {
-                pending_changes: pending::count(c, &n)?,
-                unresolved_conflicts: history::count_unresolved(c, Some(&n.id))?,
+                pending_changes: pending::count(c, &v)?,
+                scopes: v.scoped.then(|| v.scope_list()),
+                types: v.type_list(),
+                unresolved_conflicts: match caller {
+                    Caller::Node(_) if self.settings.scopes.is_some() => {
+                        self.visible_unresolved(c, &v)?
+                    }
+                    _ => history::count_unresolved(c, Some(&n.id))?,
+                },
                 node_id: n.id,
                 node_code: n.code,
                 node_name: n.name,
@@ -65,10 +74,35 @@ impl Engine {
         })
     }
 
+    /// The node's unresolved conflicts whose entity it still sees (a node token's view).
+    fn visible_unresolved(
+        &self,
+        c: &mut crate::store::Conn,
+        v: &crate::store::pending::View,
+    ) -> EngineResult<i64> {
+        let rows = history::list(
+            c,
+            &history::HistoryFilter {
+                node_id: Some(v.node_id.clone()),
+                unresolved_only: true,
+                limit: i64::MAX,
+                ..Default::default()
+            },
+        )?;
+        let mut n = 0;
+        for r in rows {
+            if super::admin::conflicts::sees_entity(c, v, &r.entity_type, &r.entity_uuid)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn server_status(&self) -> EngineResult<ServerStatus> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = pending::counts(c, &list)?;
+            let views = self.views(c, &list)?;
+            let counts = pending::counts(c, &views)?;
             let packets_received = list.iter().map(|n| n.received_packet_no).sum();
             let mut pending_counts = BTreeMap::new();
             for n in list {
@@ -92,4 +126,74 @@ impl Engine {
             })
         })
     }
+}
+
+impl Engine {
+    /// What a `pending` event says (PROTOCOL §12): the node's `pending_changes` and the hub's
+    /// log position (the highest committed sequence number, the cursor of section 11's
+    /// clients). `None` when the node is gone or disabled: its stream ends. Counted only when an
+    /// event is sent, never per commit.
+    pub fn live_pending(&self, node_id: &str) -> EngineResult<Option<(i64, i64)>> {
+        self.read(|c| {
+            let Some(node) = crate::store::nodes::by_id(c, node_id)? else {
+                return Ok(None);
+            };
+            if !node.active {
+                return Ok(None);
+            }
+            let view = self.view(c, &node)?;
+            let pending = crate::store::pending::count(c, &view)?;
+            let cursor = crate::store::last_seq(c)?;
+            Ok(Some((pending, cursor)))
+        })
+    }
+
+    /// Opens a node's event stream in this process's hub, within `server.max_event_streams`.
+    pub fn open_node_stream(
+        &self,
+        node: &crate::store::models::Node,
+    ) -> EngineResult<(
+        super::live::StreamTicket,
+        std::sync::Arc<super::live::NodeSignal>,
+    )> {
+        let view = if self.settings.scopes.is_none() {
+            super::live::StreamView {
+                node_id: node.id.clone(),
+                scopes: None,
+                types: None,
+            }
+        } else {
+            // The stream decides whom to wake from this copy of the node's view; a PATCH of
+            // its scopes or types ends the stream (`view_changed`), so it is never stale.
+            let v = self.read(|c| Ok(self.view(c, node)?))?;
+            let mut scopes = v.scope_list();
+            if !v.all {
+                scopes.push(crate::store::scopes::GLOBAL.to_string());
+            }
+            super::live::StreamView {
+                node_id: node.id.clone(),
+                scopes: Some(scopes),
+                types: v.type_list(),
+            }
+        };
+        self.live.open_node(view).map_err(too_many)
+    }
+
+    /// Opens a dashboard's event stream, within the same limit.
+    pub fn open_admin_stream(
+        &self,
+    ) -> EngineResult<(
+        super::live::StreamTicket,
+        std::sync::Arc<super::live::AdminSignal>,
+    )> {
+        self.live.open_admin().map_err(too_many)
+    }
+}
+
+fn too_many(e: super::live::TooManyStreams) -> EngineError {
+    EngineError::TooManyStreams(format!(
+        "this server has {} event streams open, its limit (server.max_event_streams); poll \
+         meanwhile and open the stream again later",
+        e.0
+    ))
 }

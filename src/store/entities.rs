@@ -21,6 +21,7 @@ pub struct Head {
     pub seq: i64,
     pub is_deleted: bool,
     pub data_len: i32,
+    pub scope: Option<String>,
 }
 
 macro_rules! head_columns {
@@ -31,6 +32,7 @@ macro_rules! head_columns {
             e::seq,
             e::is_deleted,
             $crate::store::entities::octet_length(e::data),
+            e::scope,
         )
     };
 }

@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod pending;
 pub mod queue;
 pub mod schema;
+pub mod scopes;
 pub mod watermelon;
 
 use std::path::{Path, PathBuf};

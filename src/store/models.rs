@@ -31,6 +31,8 @@ pub struct Node {
     pub acked_packet_no: i64,
     pub acked_seq: i64,
     pub registered_seq: i64,
+    /// The entity types the node receives and may write (a JSON array); `None` = every type.
+    pub types: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
@@ -56,6 +58,9 @@ pub struct Entity {
     /// `engine::fields::FieldVersions` writes it; NULL: every field at `version` by
     /// `author_node_id`.
     pub field_versions: Option<String>,
+    /// The entity's scope (PROTOCOL §10), computed from its state at every write: `None` = no
+    /// scope value, `Some("")` = a global type ([`crate::store::scopes::GLOBAL`]).
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -103,4 +108,35 @@ pub struct HistoryRow {
     pub server_version: i64,
     pub resolved_at: Option<String>,
     pub resolved_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = node_scopes)]
+pub struct NodeScope {
+    pub node_id: String,
+    pub scope: String,
+    pub acked_seq: i64,
+    pub since_seq: i64,
+    pub since_packet: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = node_scope_losses)]
+pub struct ScopeLoss {
+    pub node_id: String,
+    pub scope: String,
+    pub cursor_seq: i64,
+    pub loss_seq: i64,
+    pub acked_at_loss: i64,
+    pub since_packet: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = scope_exits)]
+pub struct ScopeExit {
+    pub scope: String,
+    pub seq: i64,
+    pub entity_type: String,
+    pub entity_uuid: String,
+    pub created_at: String,
 }

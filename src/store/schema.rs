@@ -26,6 +26,7 @@ diesel::table! {
         acked_packet_no -> BigInt,
         acked_seq -> BigInt,
         registered_seq -> BigInt,
+        types -> Nullable<Text>,
     }
 }
 
@@ -44,6 +45,7 @@ diesel::table! {
         change_id -> Nullable<Text>,
         applied_at -> Text,
         field_versions -> Nullable<Text>,
+        scope -> Nullable<Text>,
     }
 }
 
@@ -94,7 +96,41 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    node_scopes (node_id, scope) {
+        node_id -> Text,
+        scope -> Text,
+        acked_seq -> BigInt,
+        since_seq -> BigInt,
+        since_packet -> BigInt,
+    }
+}
+
+diesel::table! {
+    node_scope_losses (node_id, scope) {
+        node_id -> Text,
+        scope -> Text,
+        cursor_seq -> BigInt,
+        loss_seq -> BigInt,
+        acked_at_loss -> BigInt,
+        since_packet -> BigInt,
+    }
+}
+
+diesel::table! {
+    scope_exits (scope, seq) {
+        scope -> Text,
+        seq -> BigInt,
+        entity_type -> Text,
+        entity_uuid -> Text,
+        created_at -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    node_scopes,
+    node_scope_losses,
+    scope_exits,
     server_state,
     sync_nodes,
     entities,

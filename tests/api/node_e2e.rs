@@ -665,6 +665,9 @@ fn daemon_backs_off_while_unreachable_and_syncs_when_the_server_returns() {
                     max_backoff: Duration::from_millis(400),
                     probe_interval: Duration::from_millis(100),
                     poll_interval: Duration::from_millis(50),
+                    // Backoff timings only: no stream reconnecting beside them.
+                    stream: false,
+                    stream_interval: Duration::from_secs(3600),
                 },
                 &mut |t| {
                     let _ = tx.send((Instant::now(), t.clone()));

@@ -22,6 +22,13 @@ pub struct DaemonOptions {
     pub probe_interval: Duration,
     /// How often to look for changes written by another process (the CLI beside a daemon).
     pub poll_interval: Duration,
+    /// Keep the server's event stream open (PROTOCOL §12) and sync the moment it says
+    /// something is pending. Off: poll every `interval` only.
+    pub stream: bool,
+    /// Time between syncs when nothing happens while the stream is open: a safety net (the
+    /// stream announces every change), so much longer than `interval`, which applies while the
+    /// stream is down.
+    pub stream_interval: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -32,6 +39,8 @@ impl Default for DaemonOptions {
             max_backoff: Duration::from_secs(60),
             probe_interval: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
+            stream: true,
+            stream_interval: Duration::from_secs(300),
         }
     }
 }
@@ -96,15 +105,26 @@ impl Node {
         }
     }
 
-    /// Syncs until [`Node::request_stop`] is called: at start, every `interval`, right after a
-    /// local write made through this handle (or a clone), at once after [`Node::request_sync`],
-    /// and soon after changes another process queued. Failures back off exponentially (capped); while the server is unreachable a
-    /// cheap probe notices when it answers again. Returns when stopped.
+    /// Syncs until [`Node::request_stop`] is called: at start, at once when the server's event
+    /// stream says something is pending for this node (`opts.stream`), right after a local
+    /// write made through this handle (or a clone), at once after [`Node::request_sync`], soon
+    /// after changes another process queued, and every `interval` while the stream is down
+    /// (`stream_interval` while it is open). Failures back off exponentially (capped); while the
+    /// server is unreachable a cheap probe notices when it answers again. Returns when stopped.
     pub fn run_daemon(
         &self,
         opts: DaemonOptions,
         on_tick: &mut dyn FnMut(&DaemonTick),
     ) -> Result<(), NodeError> {
+        let live = opts.stream.then(|| super::live::spawn(self));
+        let _stop_live = StopLive(live.clone());
+        let interval = || match &live {
+            Some(l) if l.connected.load(Ordering::SeqCst) => opts.stream_interval,
+            _ => opts.interval,
+        };
+        // The periodic sync is due `interval()` after the last successful one (recomputed each
+        // round: the stream going down brings it forward); after a failure, the backoff.
+        let mut last_ok: Option<Instant> = None;
         let mut next_due = Instant::now();
         let mut failures: u32 = 0;
         let mut last_retryable = false;
@@ -118,6 +138,11 @@ impl Node {
             let now = Instant::now();
             // Always taken, so a request made while a sync was due anyway is not served twice.
             let requested = self.inner.sync_requested.swap(false, Ordering::SeqCst);
+            if failures == 0 {
+                if let Some(t) = last_ok {
+                    next_due = t + interval();
+                }
+            }
             let mut due = now >= next_due || requested;
             if !due && failures == 0 {
                 if *self.inner.writes.lock() != seen_writes {
@@ -144,7 +169,8 @@ impl Node {
                 let tick = match self.sync() {
                     Ok(report) => {
                         failures = 0;
-                        next_due = Instant::now() + opts.interval;
+                        last_ok = Some(Instant::now());
+                        next_due = Instant::now() + interval();
                         DaemonTick::Synced { report }
                     }
                     Err(e) => {
@@ -175,6 +201,17 @@ impl Node {
             {
                 self.inner.wake.wait_until(&mut guard, wake_at);
             }
+        }
+    }
+}
+
+/// Stops the daemon's stream thread when the daemon returns, however it returns.
+struct StopLive(Option<std::sync::Arc<super::live::LiveState>>);
+
+impl Drop for StopLive {
+    fn drop(&mut self) {
+        if let Some(l) = &self.0 {
+            l.stop.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -251,6 +288,8 @@ mod tests {
             max_backoff: Duration::from_secs(3600),
             probe_interval: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(20),
+            stream: false,
+            stream_interval: Duration::from_secs(3600),
         });
         let wait_for = |n: usize| {
             let deadline = Instant::now() + Duration::from_secs(10);

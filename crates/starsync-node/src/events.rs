@@ -36,6 +36,10 @@ pub enum NodeEvent {
     },
     /// Outbox or packet counters changed (after a local write, a sync, an import or export).
     StatusChanged(Status),
+    /// The daemon's live stream (PROTOCOL §12) opened (`true`: changes arrive within
+    /// milliseconds) or closed (`false`: the daemon polls until it reconnects). A UI's
+    /// "live" indicator.
+    LiveStream { connected: bool },
 }
 
 /// An incoming server change for an entity that still has a local change on its way.

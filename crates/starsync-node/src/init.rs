@@ -83,6 +83,8 @@ impl Node {
                             code: opts.code.clone(),
                             name: opts.name.clone(),
                             description: opts.description.clone(),
+                            scopes: None,
+                            types: None,
                         },
                     )
                     .map_err(unreachable)?;

@@ -23,6 +23,7 @@ mod daemon;
 mod error;
 pub mod events;
 mod init;
+mod live;
 mod offline;
 mod options;
 pub mod schema;
@@ -439,6 +440,12 @@ impl Node {
     /// does). Without a daemon the request waits for the next one to start.
     pub fn request_sync(&self) {
         self.inner.sync_requested.store(true, Ordering::SeqCst);
+        let _guard = self.inner.writes.lock();
+        self.inner.wake.notify_all();
+    }
+
+    /// Wakes a running daemon to look at its schedule again (without asking for a sync).
+    fn wake_daemon(&self) {
         let _guard = self.inner.writes.lock();
         self.inner.wake.notify_all();
     }

@@ -83,11 +83,31 @@ pub trait Transport: Send + Sync {
 
     /// `GET /health`: a cheap probe while backing off.
     fn health(&self, server: &str) -> Result<(), TransportError>;
+
+    /// `GET /api/sync/events` with the node's token (PROTOCOL §12): the open stream, read line
+    /// by line by the daemon's stream thread. A read must fail (not block forever) when the
+    /// server has been silent for much longer than its 25 s keep-alive, so a dead connection is
+    /// noticed. `Ok(None)`: this transport has no event stream, and the daemon polls (the
+    /// default, so transports written before the stream existed keep working).
+    fn events(&self, server: &str, token: &str) -> Result<Option<EventStream>, TransportError> {
+        let _ = (server, token);
+        Ok(None)
+    }
 }
+
+/// An open event stream: its text, line by line.
+pub type EventStream = Box<dyn std::io::BufRead + Send>;
+
+/// A stream read that waits this long without a byte (the server writes a comment every 25 s)
+/// gives up: the connection is dead, and the daemon reconnects.
+pub const EVENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// HTTP over `ureq`, every call bounded by the node's `packet_timeout`.
 pub struct HttpTransport {
     agent: ureq::Agent,
+    /// For the event stream: no deadline for the whole call (the stream is endless), only for
+    /// connecting and for each read ([`EVENT_READ_TIMEOUT`]).
+    stream_agent: ureq::Agent,
 }
 
 impl HttpTransport {
@@ -95,6 +115,7 @@ impl HttpTransport {
     pub fn new(timeout: Duration) -> HttpTransport {
         HttpTransport {
             agent: Self::builder(timeout).build(),
+            stream_agent: Self::stream_builder(timeout).build(),
         }
     }
 
@@ -110,8 +131,10 @@ impl HttpTransport {
         .map_err(|e| NodeError::Invalid(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let config = Arc::new(config);
         Ok(HttpTransport {
-            agent: Self::builder(timeout).tls_config(Arc::new(config)).build(),
+            agent: Self::builder(timeout).tls_config(config.clone()).build(),
+            stream_agent: Self::stream_builder(timeout).tls_config(config).build(),
         })
     }
 
@@ -120,6 +143,28 @@ impl HttpTransport {
             .timeout(timeout)
             .timeout_connect(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("starsync-node/", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn stream_builder(timeout: Duration) -> ureq::AgentBuilder {
+        ureq::AgentBuilder::new()
+            .timeout_connect(timeout.min(Duration::from_secs(10)))
+            .timeout_read(EVENT_READ_TIMEOUT)
+            .timeout_write(timeout)
+            .user_agent(concat!("starsync-node/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// A call's outcome as this transport reports errors (see [`HttpTransport::send`]).
+    fn check(
+        result: Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response, TransportError> {
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(status, resp)) => Err(Self::status_error(status, resp)),
+            Err(ureq::Error::Transport(t)) => match certificate_problem(&t) {
+                Some(why) => Err(TransportError::Certificate(why)),
+                None => Err(TransportError::Network(t.to_string())),
+            },
+        }
     }
 
     fn send<T: serde::de::DeserializeOwned>(
@@ -138,31 +183,34 @@ impl HttpTransport {
                     "the server's answer is not the expected JSON: {e}"
                 ))
             }),
-            Err(ureq::Error::Status(status, resp)) => {
-                let mut text = String::new();
-                let _ = resp.into_reader().take(1 << 20).read_to_string(&mut text);
-                // Not a starsync error body (a proxy's page, say): keep what it said.
-                let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
-                    error: ErrorCode::Unknown,
-                    message: format!(
-                        "HTTP {status}: {}",
-                        text.chars().take(300).collect::<String>()
-                    ),
-                    expected_packet_no: None,
-                });
-                if status >= 500 || status == 429 {
-                    Err(TransportError::Network(format!(
-                        "server answered {status} {}: {}",
-                        body.error, body.message
-                    )))
-                } else {
-                    Err(TransportError::Http { status, body })
-                }
-            }
+            Err(ureq::Error::Status(status, resp)) => Err(Self::status_error(status, resp)),
             Err(ureq::Error::Transport(t)) => match certificate_problem(&t) {
                 Some(why) => Err(TransportError::Certificate(why)),
                 None => Err(TransportError::Network(t.to_string())),
             },
+        }
+    }
+
+    /// An error answer: its JSON body when it is one, retryable (`Network`) for 5xx and 429.
+    fn status_error(status: u16, resp: ureq::Response) -> TransportError {
+        let mut text = String::new();
+        let _ = resp.into_reader().take(1 << 20).read_to_string(&mut text);
+        // Not a starsync error body (a proxy's page, say): keep what it said.
+        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
+            error: ErrorCode::Unknown,
+            message: format!(
+                "HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ),
+            expected_packet_no: None,
+        });
+        if status >= 500 || status == 429 {
+            TransportError::Network(format!(
+                "server answered {status} {}: {}",
+                body.error, body.message
+            ))
+        } else {
+            TransportError::Http { status, body }
         }
     }
 
@@ -244,6 +292,17 @@ impl Transport for HttpTransport {
     fn health(&self, server: &str) -> Result<(), TransportError> {
         let _: serde_json::Value = self.send(self.agent.get(&format!("{server}/health")), None)?;
         Ok(())
+    }
+
+    fn events(&self, server: &str, token: &str) -> Result<Option<EventStream>, TransportError> {
+        let r = Self::bearer(
+            self.stream_agent
+                .get(&format!("{server}/api/sync/events"))
+                .set("Accept", "text/event-stream"),
+            token,
+        );
+        let resp = Self::check(r.call())?;
+        Ok(Some(Box::new(std::io::BufReader::new(resp.into_reader()))))
     }
 }
 

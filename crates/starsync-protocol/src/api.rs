@@ -25,6 +25,37 @@ pub struct RegisterRequest {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// The node's scopes (PROTOCOL §10; `*` = all). Default: none (global types only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The entity types the node synchronizes. Default: every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+}
+
+/// `PATCH /api/sync/nodes/{id}`: a new set of scopes and/or types (PROTOCOL §10). An absent
+/// field is unchanged; `"types": null` means every type again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PatchNodeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    pub types: Option<Option<Vec<String>>>,
+}
+
+/// A field that is present (even as `null`) is `Some`; an absent one stays `None` (default).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Some(Option::deserialize(d)?))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +133,13 @@ pub struct NodeStatus {
     pub received_packet_no: i64,
     pub acked_packet_no: i64,
     pub unresolved_conflicts: i64,
+    /// The node's scopes (PROTOCOL §10): `["*"]` = all; empty = global types only. Absent on a
+    /// hub without `[scopes]` (every node sees everything there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The entity types it synchronizes; absent = every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +178,13 @@ pub struct NodeInfo {
     pub last_sync_in: Option<String>,
     pub last_sync_out: Option<String>,
     pub pending_changes: i64,
+    /// The node's scopes (PROTOCOL §10): `["*"]` = all; empty = global types only. Absent on a
+    /// hub without `[scopes]` (every node sees everything there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The entity types it synchronizes; absent = every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

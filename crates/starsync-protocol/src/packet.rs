@@ -33,7 +33,7 @@ pub struct Packet {
 /// One change inside a packet.
 ///
 /// `operation` is kept as text: an unknown operation rejects only that change, not the packet.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub change_id: String,
     pub entity_type: String,

@@ -125,6 +125,9 @@ wire_enum! {
         /// disk, a read-only file system); reported until a write succeeds again.
         DatabaseWriteFailed => "database_write_failed",
         InternalError => "internal_error",
+        /// `GET /api/sync/events`: the server's limit of open streams is reached (503); poll
+        /// meanwhile and try again later.
+        TooManyStreams => "too_many_streams",
         /// A code this version does not know (a newer server); the message still explains it.
         Unknown => "unknown",
     }
@@ -167,6 +170,15 @@ wire_enum! {
         /// The database refused to store this change although it passed every check (the
         /// rest of the packet was applied; details are in the server log).
         DatabaseRefused => "database_refused",
+        /// The entity is outside the node's scopes, before or after the change (PROTOCOL §10);
+        /// the same message whether the entity exists or not.
+        ForbiddenScope => "forbidden_scope",
+        /// A type the node does not synchronize (its `types`).
+        ForbiddenType => "forbidden_type",
+        /// The data names no scope and the node has several (or `*`): it must name one.
+        ScopeRequired => "scope_required",
+        /// The scope field holds something other than a string of 1–128 characters (or `*`).
+        InvalidScope => "invalid_scope",
         /// A reason this version does not know (a newer server), or none given.
         #[default]
         Unknown => "unknown",

@@ -127,7 +127,8 @@ impl Core {
             }
             NodeEvent::LocalConflict { .. }
             | NodeEvent::ChangeRejected(_)
-            | NodeEvent::StatusChanged(_) => {}
+            | NodeEvent::StatusChanged(_)
+            | NodeEvent::LiveStream { .. } => {}
         }
     }
 

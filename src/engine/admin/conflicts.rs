@@ -2,7 +2,8 @@
 
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::history::HistoryFilter;
-use crate::store::models::HistoryRow;
+use crate::store::models::{HistoryRow, Node};
+use crate::store::pending::View;
 use crate::store::{entities, history};
 use starsync_protocol::api::{ConflictRow, EntityView, ResolveRequest};
 use starsync_protocol::{Resolution, Winner};
@@ -10,10 +11,14 @@ use starsync_protocol::{Resolution, Winner};
 use super::entities::{admin_data, admin_write, entity_view, sized, stored_data};
 
 impl Engine {
+    /// Conflict rows, newest first. `viewer`: the node whose token asks; with scopes it sees
+    /// the rows of an entity only while the entity is in its view (PROTOCOL §10), so rows are
+    /// filtered and more are read until the page is full or the history ends.
     pub fn list_conflicts(
         &self,
         filter: HistoryFilter,
         before_id: Option<&str>,
+        viewer: Option<&Node>,
     ) -> EngineResult<Vec<ConflictRow>> {
         self.read(|c| {
             let mut filter = filter;
@@ -23,10 +28,33 @@ impl Engine {
                 })?;
                 filter.before_seq = Some(row.seq);
             }
-            history::list(c, &filter)?
-                .into_iter()
-                .map(conflict_row)
-                .collect::<EngineResult<_>>()
+            let view = match viewer {
+                Some(n) if self.settings.scopes.is_some() => Some(self.view(c, n)?),
+                _ => None,
+            };
+            let Some(view) = view else {
+                return history::list(c, &filter)?
+                    .into_iter()
+                    .map(conflict_row)
+                    .collect::<EngineResult<_>>();
+            };
+            let mut out = Vec::new();
+            loop {
+                let page = history::list(c, &filter)?;
+                let full = page.len() as i64 == filter.limit;
+                filter.before_seq = page.last().map(|r| r.seq);
+                for r in page {
+                    if out.len() as i64 == filter.limit {
+                        break;
+                    }
+                    if sees_entity(c, &view, &r.entity_type, &r.entity_uuid)? {
+                        out.push(conflict_row(r)?);
+                    }
+                }
+                if !full || out.len() as i64 == filter.limit {
+                    return Ok(out);
+                }
+            }
         })
     }
 
@@ -75,10 +103,11 @@ impl Engine {
                     EngineError::NotFound("the conflicting entity no longer exists".into())
                 })?,
                 Choice::Data(d) => {
-                    admin_write(c, &row.entity_type, &row.entity_uuid, Some(d), &now)?
+                    admin_write(c, self, &row.entity_type, &row.entity_uuid, Some(d), &now)?
                 }
                 Choice::History => admin_write(
                     c,
+                    self,
                     &row.entity_type,
                     &row.entity_uuid,
                     // The stored version was within the limit when it arrived; the limit may
@@ -97,6 +126,17 @@ impl Engine {
         tracing::info!(conflict = %id, entity_type = %view.entity_type, version = view.version, "conflict resolved by admin");
         Ok(view)
     }
+}
+
+/// Whether the node's view holds the entity now (its type and current scope).
+pub(crate) fn sees_entity(
+    c: &mut crate::store::Conn,
+    view: &View,
+    entity_type: &str,
+    uuid: &str,
+) -> EngineResult<bool> {
+    Ok(entities::head(c, entity_type, uuid)?
+        .is_some_and(|h| view.sees(&h.entity_type, h.scope.as_deref())))
 }
 
 fn conflict_row(r: HistoryRow) -> EngineResult<ConflictRow> {

@@ -2,8 +2,8 @@
 
 use crate::engine::apply::{entity_size_rule, field_versions_after, SeqAlloc};
 use crate::engine::{Engine, EngineError, EngineResult};
-use crate::store::models::Entity;
-use crate::store::{entities, queue, Conn};
+use crate::store::models::{Entity, ScopeExit};
+use crate::store::{entities, queue, scopes, Conn};
 use starsync_protocol::api::{EntityPage, EntityTypeList, EntityView};
 use starsync_protocol::{validate_entity_data, EntityData, EntityId, EntityType, InvalidId};
 
@@ -82,6 +82,19 @@ impl Engine {
         check_entity_key(entity_type, uuid)?;
         let limit = self.settings.server.max_entity_bytes;
         let data = data.map(|d| sized(admin_data(d)?, limit)).transpose()?;
+        if let (Some(sc), Some(d)) = (self.scoping(), &data) {
+            // The admin may write any scope, or none (then only `*` nodes see it), but not a
+            // value that cannot be a scope.
+            let field = sc.field(entity_type);
+            if !sc.is_global(entity_type)
+                && crate::engine::scopes::read_field(d, field)
+                    == crate::engine::scopes::FieldValue::Invalid
+            {
+                return Err(EngineError::InvalidRequest(format!(
+                    "{field} must be a string of 1-128 characters other than *"
+                )));
+            }
+        }
         let now = starsync_protocol::now_ts();
         let view = self.write(|c| {
             if data.is_none() {
@@ -96,7 +109,7 @@ impl Engine {
                     Some(_) => {}
                 }
             }
-            entity_view(admin_write(c, entity_type, uuid, data, &now)?)
+            entity_view(admin_write(c, self, entity_type, uuid, data, &now)?)
         })?;
         tracing::info!(
             entity_type,
@@ -118,6 +131,7 @@ fn check_entity_key(entity_type: &str, uuid: &str) -> EngineResult<()> {
 /// Writes a hub-authored version (`data` None = delete). Sent to every node.
 pub(super) fn admin_write(
     c: &mut Conn,
+    engine: &Engine,
     entity_type: &str,
     uuid: &str,
     data: Option<String>,
@@ -148,7 +162,27 @@ pub(super) fn admin_write(
         change_id: None,
         applied_at: now.to_string(),
         field_versions,
+        scope: None,
     };
+    let mut ent = ent;
+    if let Some(sc) = engine.scoping() {
+        // The admin writes any scope; an entity that leaves one leaves an exit (PROTOCOL §10).
+        ent.scope = sc.entity_scope(entity_type, &ent.data);
+        if let Some(left) = current.as_ref().and_then(|e| e.scope.clone()) {
+            if Some(&left) != ent.scope.as_ref() {
+                scopes::record_exit(
+                    c,
+                    &ScopeExit {
+                        scope: left,
+                        seq: s,
+                        entity_type: entity_type.to_string(),
+                        entity_uuid: uuid.to_string(),
+                        created_at: now.to_string(),
+                    },
+                )?;
+            }
+        }
+    }
     entities::upsert(c, &ent)?;
     queue::clear_entity(c, entity_type, uuid)?;
     seq.finish(c)?;

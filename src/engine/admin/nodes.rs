@@ -1,9 +1,12 @@
 //! Registration and node management: find, list, enable or disable, rotate tokens.
 
 use crate::engine::auth::{new_token, token_hash};
+use crate::engine::live::AdminEvent;
+use crate::engine::scopes::{initial_rows, parse_scopes, parse_types, types_json};
 use crate::engine::{Engine, EngineError, EngineResult};
 use crate::store::models::Node;
-use crate::store::{nodes, pending};
+use crate::store::pending::View;
+use crate::store::{nodes, pending, scopes as store_scopes};
 use starsync_protocol::api::{NodeInfo, RegisterRequest, RegisterResponse, TokenResponse};
 use starsync_protocol::{validate_text, NodeCode};
 
@@ -42,8 +45,22 @@ impl Engine {
                 "description must be at most 2000 characters".into(),
             ));
         }
+        // Scopes and types (PROTOCOL §10) exist only on a hub configured with them: accepting
+        // them elsewhere would promise a separation nothing enforces.
+        if (req.scopes.is_some() || req.types.is_some()) && self.settings.scopes.is_none() {
+            return Err(EngineError::InvalidRequest(
+                "this hub has no [scopes] configuration: register without scopes and types \
+                 (every node sees every entity)"
+                    .into(),
+            ));
+        }
+        let scopes = match &req.scopes {
+            Some(list) => parse_scopes(list)?,
+            None => Default::default(),
+        };
+        let types = req.types.as_deref().map(parse_types).transpose()?;
         let token = new_token();
-        let node = self.write(|conn| {
+        let node = self.write_noting(|conn| {
             if code.eq_ignore_ascii_case(&self.server_code) || nodes::code_taken(conn, &code)? {
                 return Err(EngineError::CodeTaken(format!(
                     "node code {code:?} is already registered; choose another code"
@@ -64,9 +81,16 @@ impl Engine {
                 acked_packet_no: 0,
                 acked_seq: 0,
                 registered_seq: crate::store::last_seq(conn)?,
+                types: types_json(&types),
             };
             nodes::insert(conn, &node)?;
-            Ok(node)
+            if self.settings.scopes.is_some() {
+                for row in initial_rows(&node, &scopes) {
+                    store_scopes::insert(conn, &row)?;
+                }
+            }
+            let event = node_event(&node, "registered");
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, node_id = %node.id, "node registered");
         Ok(RegisterResponse {
@@ -99,12 +123,14 @@ impl Engine {
     pub fn list_nodes(&self) -> EngineResult<Vec<NodeInfo>> {
         self.read(|c| {
             let list = nodes::list(c)?;
-            let counts = pending::counts(c, &list)?;
+            let views = self.views(c, &list)?;
+            let counts = pending::counts(c, &views)?;
             Ok(list
                 .into_iter()
-                .map(|n| {
+                .zip(&views)
+                .map(|(n, v)| {
                     let pending = counts[&n.id];
-                    node_info(n, pending)
+                    node_info(n, pending, v)
                 })
                 .collect())
         })
@@ -112,20 +138,29 @@ impl Engine {
 
     pub fn set_node_active(&self, id_or_code: &str, active: bool) -> EngineResult<NodeInfo> {
         let node = self.find_node(id_or_code)?;
-        let node = self.write(|c| {
+        let node = self.write_noting(|c| {
             nodes::set_active(c, &node.id, active)?;
-            Ok(nodes::by_id(c, &node.id)?.expect("node exists inside the transaction"))
+            let node = nodes::by_id(c, &node.id)?.expect("node exists inside the transaction");
+            let action = if active { "enabled" } else { "disabled" };
+            let event = node_event(&node, action);
+            Ok((node, vec![event]))
         })?;
         tracing::info!(node = %node.code, active, "node active flag changed");
-        let pending = self.read(|c| Ok(pending::count(c, &node)?))?;
-        Ok(node_info(node, pending))
+        self.read(|c| {
+            let v = self.view(c, &node)?;
+            let pending = pending::count(c, &v)?;
+            Ok(node_info(node, pending, &v))
+        })
     }
 
     /// Issues a new token; the old one stops working at once.
     pub fn rotate_token(&self, id_or_code: &str) -> EngineResult<TokenResponse> {
         let node = self.find_node(id_or_code)?;
         let token = new_token();
-        self.write(|c| Ok(nodes::set_token_hash(c, &node.id, &token_hash(&token))?))?;
+        self.write_noting(|c| {
+            nodes::set_token_hash(c, &node.id, &token_hash(&token))?;
+            Ok(((), vec![node_event(&node, "token_rotated")]))
+        })?;
         tracing::info!(node = %node.code, "node token rotated");
         Ok(TokenResponse {
             node_id: node.id,
@@ -134,7 +169,21 @@ impl Engine {
     }
 }
 
-pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
+/// A dashboard's `node` event; `disabled` and `token_rotated` also end the node's open
+/// streams (their credentials no longer hold).
+fn node_event(n: &Node, action: &str) -> AdminEvent {
+    AdminEvent::new(
+        "node",
+        serde_json::json!({
+            "node_id": n.id,
+            "node_code": n.code,
+            "action": action,
+            "active": n.active,
+        }),
+    )
+}
+
+pub(crate) fn node_info(n: Node, pending: i64, view: &View) -> NodeInfo {
     NodeInfo {
         node_id: n.id,
         code: n.code,
@@ -145,5 +194,7 @@ pub(crate) fn node_info(n: Node, pending: i64) -> NodeInfo {
         last_sync_in: n.last_sync_in,
         last_sync_out: n.last_sync_out,
         pending_changes: pending,
+        scopes: view.scoped.then(|| view.scope_list()),
+        types: view.type_list(),
     }
 }

@@ -15,12 +15,18 @@ pub struct Args {
     /// Longest wait between attempts while the server is unreachable, seconds.
     #[arg(long, default_value_t = 60)]
     pub max_backoff: u64,
+    /// Do not keep the server's event stream open: poll every --interval only (by default the
+    /// daemon syncs the moment the server says a change is waiting, and polls only while the
+    /// stream is down).
+    #[arg(long)]
+    pub no_stream: bool,
 }
 
 pub fn run(args: Args, dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
     let Args {
         interval,
         max_backoff,
+        no_stream,
     } = args;
     let node = Node::open(dir)?;
     let stopper = node.clone();
@@ -30,13 +36,20 @@ pub fn run(args: Args, dir: &Path, j: bool) -> Result<ExitCode, NodeError> {
     let info = node.info()?;
     if !j {
         eprintln!(
-            "starsync-node daemon: node {} syncing with {} every {interval}s (Ctrl-C to stop)",
-            info.code, info.server_url
+            "starsync-node daemon: node {} syncing with {} {} (Ctrl-C to stop)",
+            info.code,
+            info.server_url,
+            if no_stream {
+                format!("every {interval}s")
+            } else {
+                format!("as changes arrive (event stream; every {interval}s while it is down)")
+            }
         );
     }
     let opts = DaemonOptions {
         interval: Duration::from_secs(interval.max(1)),
         max_backoff: Duration::from_secs(max_backoff.max(1)),
+        stream: !no_stream,
         ..DaemonOptions::default()
     };
     let mut failing = false;

@@ -350,7 +350,11 @@ fn take_server_state(
     version: i64,
 ) -> Result<(), NodeError> {
     let deleted = op == Operation::Delete;
-    let data = if deleted {
+    // A DELETE without a version: the entity left this node's scopes (PROTOCOL §10), and the
+    // node may no longer hold its data, so the tombstone keeps none.
+    let data = if deleted && ch.version.is_none() {
+        "{}".to_string()
+    } else if deleted {
         get_entity_row(c, &ch.entity_type, &ch.entity_uuid)?
             .map(|e| e.data)
             .unwrap_or_else(|| "{}".to_string())
