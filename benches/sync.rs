@@ -1562,6 +1562,10 @@ fn watermelon(opts: &Opts, n: usize, batch: usize, r: &mut Report) {
         "push of 5,000 records (one request)",
         t.as_secs_f64(),
         "s",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // `--only scopes` (issue 9, part 3): many tenants on one hub
 
 /// 1,000 tenants (100 with `--quick`) with two single-scope nodes each, 100 entities per tenant.
