@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::apply::{apply_change, object_fields, Applied, ApplyCtx, SeqAlloc};
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::{Entity, Node};
+use crate::store::pending::View;
 use crate::store::watermelon::{self as wm, Snapshot};
 use crate::store::{self, entities};
 use starsync_protocol::{validate_change, Change, ClockRule, RejectReason};
@@ -101,12 +102,15 @@ struct Record {
 /// Whether a per-change rejection of the engine is a refusal of this one record (listed in
 /// `experimentalRejectedIds`, the rest applied) rather than a bad push (422, nothing applied).
 ///
-/// The one place that decides it: the node's view of the data (immutable types now; its
-/// scopes and types, `forbidden_scope` / `forbidden_type`, belong here too) refuses records,
-/// anything else means the push itself is malformed. WatermelonDB marks every record of a 2xx
+/// The one place that decides it: the node's view of the data (immutable types, its scopes and
+/// types: `forbidden_scope`, `forbidden_type`) refuses records; anything else (an invalid or
+/// missing scope value included) means the push itself is malformed. WatermelonDB marks every record of a 2xx
 /// push synced, so a refusal must be listed here or the push must fail as a whole.
 fn refused_per_record(reason: RejectReason) -> bool {
-    matches!(reason, RejectReason::ImmutableType)
+    matches!(
+        reason,
+        RejectReason::ImmutableType | RejectReason::ForbiddenScope | RejectReason::ForbiddenType
+    )
 }
 
 /// The record's data without bookkeeping fields, as JSON text; every value keeps its text.
@@ -264,6 +268,15 @@ impl Engine {
                 &mut seq,
                 self.settings.server.max_entity_bytes,
             );
+            // With scopes (PROTOCOL §10): what this node may see and write, and each new
+            // state's scope, exactly as for its packets.
+            let scoping = self.scoping();
+            let view = match scoping {
+                Some(_) => Some(self.view(conn, node)?),
+                None => None,
+            };
+            let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
+            ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
             // Only well-formed keys reach a query (PostgreSQL refuses a NUL in any text); the
             // others fail the push with the packets' own message below.
             ctx.preload(
@@ -280,6 +293,13 @@ impl Engine {
                 let Some(e) = ctx.get(conn, &r.table, &r.id)? else {
                     continue;
                 };
+                // Outside the node's view: refused below, and nothing about it is told here.
+                if view
+                    .as_ref()
+                    .is_some_and(|v| !v.sees(&e.entity_type, e.scope.as_deref()))
+                {
+                    continue;
+                }
                 let changed_since = e.seq > seen;
                 let is_stale = match r.kind {
                     Kind::Created | Kind::Updated => changed_since,
@@ -318,6 +338,47 @@ impl Engine {
                         rej.message
                     ))
                 })?;
+                // The scope rules decide first (they may stamp the node's one scope).
+                let stamped;
+                let change = match (&scoping, &view) {
+                    (Some(sc), Some(v)) => match sc.check_write(
+                        v,
+                        existing.as_ref(),
+                        &r.table,
+                        valid.operation,
+                        change.data_text(),
+                    ) {
+                        Err(rej) if refused_per_record(rej.reason) => {
+                            rejected
+                                .entry(r.table.clone())
+                                .or_default()
+                                .push(r.id.clone());
+                            continue;
+                        }
+                        Err(rej) => {
+                            return Err(EngineError::InvalidRequest(format!(
+                                "{}#{}: {}; nothing was applied",
+                                r.table,
+                                short(&r.id),
+                                rej.message
+                            )))
+                        }
+                        Ok(Some(data)) => {
+                            let raw = RawValue::from_string(data).map_err(|e| {
+                                store::StoreError::Corrupt(format!(
+                                    "stamping a scope broke the JSON: {e}"
+                                ))
+                            })?;
+                            stamped = Change {
+                                data: Some(raw),
+                                ..change
+                            };
+                            stamped
+                        }
+                        Ok(None) => change,
+                    },
+                    _ => change,
+                };
                 let rules = self.settings.conflicts.rules(&r.table);
                 let strategy = self.settings.conflicts.strategy_for(&r.table);
                 match apply_change(conn, &mut ctx, rules, strategy, &change, &valid)? {
@@ -378,7 +439,16 @@ impl Engine {
                 mark: l,
             }),
         };
-        let tables = entities::types(snap.conn(), usize::MAX)?;
+        // With scopes, only what the node's view sees (its types, its scopes), from the same
+        // snapshot (PROTOCOL §10).
+        let view = match self.scoping() {
+            Some(_) => Some(self.view(snap.conn(), node)?),
+            None => None,
+        };
+        let mut tables = entities::types(snap.conn(), usize::MAX)?;
+        if let Some(v) = &view {
+            tables.retain(|t| v.sees_type(t));
+        }
         let now = starsync_protocol::now_ts();
         let mark = self.write(|conn| {
             let mark = store::alloc_seq(conn, 1)?;
@@ -395,6 +465,7 @@ impl Engine {
         tracing::info!(node = %node.code, last_pulled_at, mark, upto, "watermelon pull");
         Ok(PullStream {
             snap,
+            view,
             mark,
             since,
             tables,
@@ -424,6 +495,8 @@ struct Since {
 /// needs every list of a table it is given (a missing one crashes it), not every table.
 pub struct PullStream {
     snap: Snapshot,
+    /// The node's scopes and types (None: a hub without scopes, everything is seen).
+    view: Option<View>,
     mark: i64,
     since: Option<Since>,
     tables: Vec<String>,
@@ -546,6 +619,11 @@ impl PullStream {
     /// client's cursor, which no other client has). Held and live: `updated`; held and deleted:
     /// `deleted`; live and not held: `created`; deleted and never held: nothing to say.
     fn list_of(&self, e: &Entity, holders: &HashSet<String>) -> Option<usize> {
+        if let Some(v) = &self.view {
+            if !v.sees(&e.entity_type, e.scope.as_deref()) {
+                return None;
+            }
+        }
         let Some(s) = self.since else {
             return (!e.is_deleted).then_some(0);
         };

@@ -611,3 +611,81 @@ fn watermelondb_synchronize_converges_with_a_desktop_node() {
     );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn scopes_limit_what_an_app_pulls_and_pushes() {
+    let app = TestApp::spawn_with("[scopes]\nfield = \"tenant_id\"\n", &[]);
+    let reg = |code: &str, scope: &str| {
+        let (s, b) = app.post(
+            "/api/sync/register",
+            Some(ADMIN),
+            &json!({"code": code, "scopes": [scope]}),
+        );
+        assert_eq!(s, 201, "{b}");
+        b["auth_token"].as_str().unwrap().to_string()
+    };
+    let wm = reg("APP-7", "family-7");
+    let mut other = app.register_with("DESK-8", json!({"scopes": ["family-8"]}));
+    let (s, b) = app.put(
+        "/api/sync/entities/tasks/theirs",
+        Some(ADMIN),
+        &json!({"data": {"title": "family 8", "tenant_id": "family-8"}}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = app.put(
+        "/api/sync/entities/tasks/ours",
+        Some(ADMIN),
+        &json!({"data": {"title": "family 7", "tenant_id": "family-7"}}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (changes, t) = pull_ok(&app, &wm, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["ours".to_string()]);
+
+    // Another tenant's entity changes after the pull: the push that names it is not told so
+    // (no 409): the record is refused, the rest applied, the missing scope stamped.
+    app.put(
+        "/api/sync/entities/tasks/theirs",
+        Some(ADMIN),
+        &json!({"data": {"title": "family 8 again", "tenant_id": "family-8"}}),
+    );
+    let (s, body) = push(
+        &app,
+        Some(&wm),
+        json!({"tasks": table(
+            json!([{"id": "mine", "title": "no scope named"},
+                   {"id": "elsewhere", "title": "x", "tenant_id": "family-8"}]),
+            json!([{"id": "theirs", "title": "hijack", "tenant_id": "family-7"}]),
+            json!([]))}),
+        t,
+    );
+    assert_eq!(s, 200, "{body}");
+    let mut refused: Vec<String> = body["experimentalRejectedIds"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    refused.sort();
+    assert_eq!(refused, vec!["elsewhere".to_string(), "theirs".to_string()]);
+    assert_eq!(
+        app.entity("tasks", "theirs").1["data"]["title"],
+        "family 8 again"
+    );
+    assert_eq!(app.entity("tasks", "elsewhere").0, 404);
+    assert_eq!(
+        app.entity("tasks", "mine").1["data"],
+        json!({"title": "no scope named", "tenant_id": "family-7"})
+    );
+    // The app gets the stamped state back; never the other tenant's changes.
+    let (changes, _) = pull_ok(&app, &wm, Some(t));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(json!([]),
+            json!([{"id": "mine", "title": "no scope named", "tenant_id": "family-7"}]),
+            json!([]))})
+    );
+    // The other tenant's desktop gets its own entity, never the app's record.
+    let got: Vec<Value> = other.drain(&app);
+    assert!(got.iter().any(|c| c["entity_uuid"] == "theirs"));
+    assert!(got.iter().all(|c| c["entity_uuid"] != "mine"));
+}
