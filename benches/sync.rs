@@ -1454,10 +1454,34 @@ impl XorShift {
 /// bytes): starsync before the issue's work, and pouchdb-server with PouchDB. Printed beside
 /// this run's figures so the ratio is in front of the reader; the peer was not re-run here.
 const PEER_BASELINE: [(&str, &str, f64, f64, &str); 4] = [
-    ("peer_upload_records_per_s", "upload", 11_100.0, 2_290.0, "records/s"),
-    ("peer_download_records_per_s", "download to a fresh node", 18_900.0, 2_400.0, "records/s"),
-    ("peer_fanout_seconds", "50 fresh clients x 1,000 records", 1.46, 12.1, "s"),
-    ("peer_round_trip_cli_ms", "small-sync round trip, CLI", 22.7, 46.0, "ms"),
+    (
+        "peer_upload_records_per_s",
+        "upload",
+        11_100.0,
+        2_290.0,
+        "records/s",
+    ),
+    (
+        "peer_download_records_per_s",
+        "download to a fresh node",
+        18_900.0,
+        2_400.0,
+        "records/s",
+    ),
+    (
+        "peer_fanout_seconds",
+        "50 fresh clients x 1,000 records",
+        1.46,
+        12.1,
+        "s",
+    ),
+    (
+        "peer_round_trip_cli_ms",
+        "small-sync round trip, CLI",
+        22.7,
+        46.0,
+        "ms",
+    ),
 ];
 
 /// The four phases of the issue's comparison, driven through `starsync_node::Node` in this
@@ -1513,7 +1537,10 @@ fn peer_phases(opts: &Opts, r: &mut Report) {
         let t = Instant::now();
         let report = b.sync().unwrap();
         let down = n as f64 / t.elapsed().as_secs_f64();
-        assert_eq!(report.received as usize, n, "the fresh node receives every record");
+        assert_eq!(
+            report.received as usize, n,
+            "the fresh node receives every record"
+        );
         figures.insert("peer_download_records_per_s", down);
 
         let mut rounds = Vec::new();
@@ -1566,13 +1593,19 @@ fn peer_phases(opts: &Opts, r: &mut Report) {
     }
 
     let label = |key: &str| match key {
-        "peer_upload_records_per_s" => format!("(peer) upload {n} records from one node: records/s"),
+        "peer_upload_records_per_s" => {
+            format!("(peer) upload {n} records from one node: records/s")
+        }
         "peer_download_records_per_s" => format!("    download {n} to a fresh node: records/s"),
         "peer_fanout_seconds" => {
             format!("    {clients} fresh nodes pulling {per_client} records each at once: seconds")
         }
-        "peer_round_trip_ms" => "    round trip A edits, syncs; B syncs, reads (library): median".into(),
-        "peer_round_trip_cli_ms" => "    the same round trip with the CLI (4 processes): median".into(),
+        "peer_round_trip_ms" => {
+            "    round trip A edits, syncs; B syncs, reads (library): median".into()
+        }
+        "peer_round_trip_cli_ms" => {
+            "    the same round trip with the CLI (4 processes): median".into()
+        }
         other => other.into(),
     };
     let unit = |key: &str| match key {
@@ -1591,13 +1624,22 @@ fn peer_phases(opts: &Opts, r: &mut Report) {
             r.add(key, &label(key), *v, unit(key));
         }
     }
-    r.add("peer_server_peak_rss_mib", "    server peak RSS", peak, "MiB");
+    r.add(
+        "peer_server_peak_rss_mib",
+        "    server peak RSS",
+        peak,
+        "MiB",
+    );
 
     if opts.scale == 1 {
         println!("\n  issue 15's figures (not re-run): starsync before | pouchdb-server | this run | x peer");
         for (key, what, before, pouch, unit) in PEER_BASELINE {
             let now = figures.get(key).copied().unwrap_or(f64::NAN);
-            let times = if unit == "records/s" { now / pouch } else { pouch / now };
+            let times = if unit == "records/s" {
+                now / pouch
+            } else {
+                pouch / now
+            };
             println!("  {what:<36} {before:>9} | {pouch:>9} | {now:>9.1} {unit} | {times:.1}x");
         }
         println!();
@@ -1640,7 +1682,15 @@ fn cli_round_trip(server: &Server, dir: &Path, uuid: &str) -> Option<f64> {
         let d = d.to_str().unwrap();
         run(
             Path::new(d),
-            &["init", "--server", &server.base, "--code", code, "--admin-token", ADMIN],
+            &[
+                "init",
+                "--server",
+                &server.base,
+                "--code",
+                code,
+                "--admin-token",
+                ADMIN,
+            ],
         );
         run(Path::new(d), &["sync"]);
     }
@@ -1655,7 +1705,11 @@ fn cli_round_trip(server: &Server, dir: &Path, uuid: &str) -> Option<f64> {
         let out = run(&b, &["--json", "get", "Estimate", uuid]);
         rounds.push(t.elapsed().as_secs_f64() * 1000.0);
         let got: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(got["data"]["notes"], json!(format!("cli edit {k}")), "{got}");
+        assert_eq!(
+            got["data"]["notes"],
+            json!(format!("cli edit {k}")),
+            "{got}"
+        );
     }
     Some(median(&mut rounds))
 }
