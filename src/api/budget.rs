@@ -60,8 +60,12 @@ pub struct MemoryBudget {
     writers: Arc<Semaphore>,
 }
 
-/// How many exchanges may hold or wait on the writer lock (one writes, one is ready next).
-const WRITER_GATE: usize = 2;
+/// How many exchanges may hold or wait on the writer lock at once. The writer commits what is
+/// waiting as one batch (group commit, `store::group`), so this is also the largest batch HTTP
+/// can form: 2 (one writing, one ready) would cap every commit at two exchanges. Each waits on
+/// a blocking thread; `startup` gives every worker this many threads beyond the pool's, so
+/// `/health` still finds one.
+pub const WRITER_GATE: usize = 32;
 
 impl MemoryBudget {
     pub fn new(settings: &Settings) -> MemoryBudget {

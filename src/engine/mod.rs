@@ -94,12 +94,12 @@ pub struct Engine {
     pub(crate) server_code: String,
     /// SHA-256 of the admin token; compared in constant time.
     pub(crate) admin_token_hash: [u8; 32],
-    /// The connection every write transaction of this process uses, one writer at a time.
-    /// One writer: SQLite allows one anyway, and waiting on an in-process lock is far cheaper
-    /// than SQLite's busy-retry sleeps. One connection: its page cache stays warm (with writes
-    /// rotating over pooled connections, each found its cache stale after the others wrote).
-    /// `None` after a failed transaction: the next write takes a fresh connection from the pool.
-    pub(crate) writer: Mutex<Option<store::PooledConn>>,
+    /// This process's one writer (group commit, `store::group`): concurrent writes share a
+    /// transaction and its commit, each in its own savepoint. One writer: SQLite allows one
+    /// anyway, and waiting on an in-process lock is far cheaper than SQLite's busy-retry
+    /// sleeps. One connection: its page cache stays warm (with writes rotating over pooled
+    /// connections, each found its cache stale after the others wrote).
+    pub(crate) writer: store::group::GroupWriter,
     /// When this process's last write transaction failed for want of a working database (a
     /// full disk, a read-only file, a lost connection): `/health` answers 503 until a write
     /// succeeds. `None` while writes work.
@@ -138,13 +138,17 @@ impl Engine {
             let mut conn = pool.get()?;
             store::server_identity(&mut conn)?
         };
+        let limits = store::group::GroupLimits {
+            max_open: Duration::from_millis(settings.database.group_commit_max_ms),
+            ..store::group::GroupLimits::default()
+        };
         Ok(Engine {
             pool,
             settings,
             server_node_id: ident.server_node_id,
             server_code: ident.code,
             admin_token_hash: auth::sha256(admin_token),
-            writer: Mutex::new(None),
+            writer: store::group::GroupWriter::new(limits),
             write_failed_at: Mutex::new(None),
             health: Mutex::new(None),
             health_url: None,
@@ -164,30 +168,19 @@ impl Engine {
         &self.settings
     }
 
-    /// Runs `f` in a write transaction, one writer at a time.
+    /// Runs `f` in a write transaction, one writer at a time: as one member of a group commit
+    /// (its own savepoint, after the writes queued before it), answered once that commit made
+    /// it durable (docs/design.md, "Group commit").
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&mut store::Conn) -> EngineResult<T>,
     ) -> EngineResult<T> {
-        let mut slot = self.writer.lock();
-        if slot.is_none() {
-            match self.pool.get() {
-                Ok(c) => *slot = Some(c),
-                Err(e) => return Err(self.write_failed(StoreError::Pool(e).into())),
-            }
-        }
-        let conn = slot.as_mut().expect("writer connection was just set");
-        let result = store::write_tx(conn, f);
-        match result {
+        match self.writer.write(&self.pool, f) {
             Ok(v) => {
                 *self.write_failed_at.lock() = None;
                 Ok(v)
             }
-            Err(e @ EngineError::Store(_)) => {
-                // The connection may be broken (database restarted): use a fresh one next time.
-                *slot = None;
-                Err(self.write_failed(e))
-            }
+            Err(e @ EngineError::Store(_)) => Err(self.write_failed(e)),
             Err(e) => Err(e),
         }
     }

@@ -14,6 +14,7 @@ mod conflicts;
 mod dashboard;
 mod delivery;
 mod entity_listing;
+mod group_commit;
 mod hostile;
 mod http_errors;
 mod idempotency;
