@@ -109,12 +109,9 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .workers(workers)
-        // Database work runs on actix's blocking threads: one per pooled connection, plus the
-        // exchanges the writer gate lets wait for the writer (they form its batches; all of
-        // them may come through one worker). More would only park threads on the pool.
-        .worker_max_blocking_threads(
-            settings.database.pool_size.max(2) as usize + api::budget::WRITER_GATE,
-        )
+        // Database work runs on actix's blocking threads; more of them than pooled connections
+        // only park threads (and their memory) on the pool or the writer lock.
+        .worker_max_blocking_threads(settings.database.pool_size.max(2) as usize)
         // Every open connection holds a descriptor: past this many, workers stop accepting and
         // new connections wait in the listen queue instead of failing with EMFILE.
         .max_connections(per_worker)
