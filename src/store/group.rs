@@ -118,9 +118,21 @@ impl GroupWriter {
             return Err(StoreError::Commit("the writer has no connection".into()).into());
         };
 
-        // The member's savepoint (a nested transaction is a savepoint in diesel).
+        // The member's savepoint (a nested transaction is a savepoint in diesel). A panic in
+        // it would leave the savepoint open, and the batch's "commit" would then only release
+        // it: the batch is rolled back before the panic goes on.
         let conn: &mut Conn = conn;
-        let result = conn.transaction(f);
+        let result =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.transaction(f))) {
+                Ok(result) => result,
+                Err(panic) => {
+                    self.abort_batch(&mut st, "a write panicked".into());
+                    std::panic::resume_unwind(panic);
+                }
+            };
+        let Some(conn) = st.conn.as_mut() else {
+            return Err(StoreError::Commit("the writer has no connection".into()).into());
+        };
         if result.is_err() && conn.batch_execute("SELECT 1").is_err() {
             // The transaction cannot go on (lost connection, aborted transaction): nothing of
             // the batch can commit.
