@@ -91,6 +91,8 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
   STARSYNC_TLS_CERT           PEM certificate chain: serve HTTPS (with STARSYNC_TLS_KEY); SIGHUP
                               reloads both files without a restart
   STARSYNC_TLS_KEY            PEM private key of STARSYNC_TLS_CERT
+  STARSYNC_GROUP_COMMIT_MAX_MS  most milliseconds concurrent writes share one open transaction
+                              before its commit (default 10; a lone write commits at once)
   RUST_LOG                    log filter (default info)";
 
 /// Entry point of the binary.
