@@ -10,6 +10,7 @@
 //! cargo bench --bench sync -- --only watermelon     # WatermelonDB: first pull of 100,000 records, a 5,000-record push
 //! cargo bench --bench sync -- --only scopes         # 1,000 tenants x 2 nodes, 100,000 entities (also in --quick, 10x smaller)
 //! cargo bench --bench sync -- --only live           # event streams: propagation, 1,000 streams, 2 processes
+//! cargo bench --bench sync -- --only peer           # the peer comparison's four phases, node library in-process
 //! ```
 //!
 //! It prints a table and writes JSON so figures can be compared between commits. The client
@@ -514,6 +515,7 @@ fn main() {
                 "watermelon" => watermelon(&opts, n, batch, &mut r),
                 "scopes" => scopes(&opts, &mut r),
                 "live" => live(&opts, &mut r),
+                "peer" => peer_phases(&opts, &mut r),
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -803,6 +805,11 @@ fn main() {
         wire.json_bytes as f64 / wire.gzip_bytes as f64,
         "x",
     );
+
+    // The peer comparison's phases (issue 15), when every scenario runs.
+    if opts.only.is_empty() {
+        peer_phases(&opts, &mut r);
+    }
 
     write_report(&opts, backend, n, batch, &r);
 }
@@ -1989,4 +1996,271 @@ fn live_two_processes(opts: &Opts, r: &mut Report) {
         percentile(&ms, 0.99),
         "ms",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--only peer`: the work of the peer comparison (issue 15), through the node library
+
+/// Figures of the comparison in issue 15 (same machine, loopback, 10,000 records of ~300
+/// bytes): starsync before the issue's work, and pouchdb-server with PouchDB. Printed beside
+/// this run's figures so the ratio is in front of the reader; the peer was not re-run here.
+const PEER_BASELINE: [(&str, &str, f64, f64, &str); 4] = [
+    (
+        "peer_upload_records_per_s",
+        "upload",
+        11_100.0,
+        2_290.0,
+        "records/s",
+    ),
+    (
+        "peer_download_records_per_s",
+        "download to a fresh node",
+        18_900.0,
+        2_400.0,
+        "records/s",
+    ),
+    (
+        "peer_fanout_seconds",
+        "50 fresh clients x 1,000 records",
+        1.46,
+        12.1,
+        "s",
+    ),
+    (
+        "peer_round_trip_cli_ms",
+        "small-sync round trip, CLI",
+        22.7,
+        46.0,
+        "ms",
+    ),
+];
+
+/// The four phases of the issue's comparison, driven through `starsync_node::Node` in this
+/// process (what an embedding desktop program pays: its SQLite writes, outbox marking and
+/// packet building included), plus the round trip through the `starsync-node` binary:
+/// upload 10,000 records from one node, download them to a fresh node, 50 fresh nodes pulling
+/// 1,000 records each at once, and the small-sync round trip (A edits one record and syncs, B
+/// syncs and reads it). Local writes happen before timing (a desktop program writes them as the
+/// user works); the timed part is `sync()`.
+fn peer_phases(opts: &Opts, r: &mut Report) {
+    use starsync_node::{InitOptions, Node};
+    let n = 10_000 / opts.scale;
+    let per_client = 1_000 / opts.scale;
+    let clients = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let init = |server: &Server, code: &str| {
+        Node::init(
+            dir.path().join(code),
+            InitOptions::register(&server.base, code).admin_token(ADMIN),
+        )
+        .unwrap()
+    };
+    let mut figures = BTreeMap::new();
+    let mut peak = 0f64;
+
+    // Upload and download, then the round trip between the same two nodes.
+    {
+        let server = Server::start(opts, 100);
+        let a = init(&server, "peer-a");
+        let local = Instant::now();
+        let uuids: Vec<String> = (0..n)
+            .map(|i| {
+                let (uuid, _) = a.create("Estimate", &entity(i)).unwrap();
+                uuid
+            })
+            .collect();
+        let local = local.elapsed();
+        r.add(
+            "peer_local_writes_per_s",
+            &format!("(peer) node library: {n} local writes (untimed below): records/s"),
+            n as f64 / local.as_secs_f64(),
+            "records/s",
+        );
+        server.reset_peak();
+        let t = Instant::now();
+        let report = a.sync().unwrap();
+        let up = n as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(report.sent as usize, n, "every record is uploaded");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        figures.insert("peer_upload_records_per_s", up);
+
+        let b = init(&server, "peer-b");
+        let t = Instant::now();
+        let report = b.sync().unwrap();
+        let down = n as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(
+            report.received as usize, n,
+            "the fresh node receives every record"
+        );
+        figures.insert("peer_download_records_per_s", down);
+
+        let mut rounds = Vec::new();
+        let target = &uuids[0];
+        for k in 0..50 {
+            let mut data = entity(0);
+            data["notes"] = json!(format!("edit {k}"));
+            let t = Instant::now();
+            a.put("Estimate", target, &data).unwrap();
+            a.sync().unwrap();
+            b.sync().unwrap();
+            let got = b.get("Estimate", target).unwrap().unwrap();
+            rounds.push(t.elapsed().as_secs_f64() * 1000.0);
+            let got: Value = got.data.parse().unwrap();
+            assert_eq!(got["notes"], json!(format!("edit {k}")), "B reads A's edit");
+        }
+        figures.insert("peer_round_trip_ms", median(&mut rounds));
+        if let Some(ms) = cli_round_trip(&server, dir.path(), target) {
+            figures.insert("peer_round_trip_cli_ms", ms);
+        }
+        peak = peak.max(server.peak_rss_mib());
+    }
+
+    // 50 fresh nodes each pull the same 1,000 records at once.
+    {
+        let server = Server::start(opts, 100);
+        let w = init(&server, "peer-w");
+        for i in 0..per_client {
+            w.create("Estimate", &entity(i)).unwrap();
+        }
+        w.sync().unwrap();
+        let nodes: Vec<Node> = (0..clients)
+            .map(|i| init(&server, &format!("peer-c{i:02}")))
+            .collect();
+        server.reset_peak();
+        let barrier = std::sync::Barrier::new(clients);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for node in &nodes {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let report = node.sync().unwrap();
+                    assert_eq!(report.received as usize, per_client);
+                });
+            }
+        });
+        figures.insert("peer_fanout_seconds", t.elapsed().as_secs_f64());
+        peak = peak.max(server.peak_rss_mib());
+    }
+
+    let label = |key: &str| match key {
+        "peer_upload_records_per_s" => {
+            format!("(peer) upload {n} records from one node: records/s")
+        }
+        "peer_download_records_per_s" => format!("    download {n} to a fresh node: records/s"),
+        "peer_fanout_seconds" => {
+            format!("    {clients} fresh nodes pulling {per_client} records each at once: seconds")
+        }
+        "peer_round_trip_ms" => {
+            "    round trip A edits, syncs; B syncs, reads (library): median".into()
+        }
+        "peer_round_trip_cli_ms" => {
+            "    the same round trip with the CLI (4 processes): median".into()
+        }
+        other => other.into(),
+    };
+    let unit = |key: &str| match key {
+        "peer_fanout_seconds" => "s",
+        k if k.ends_with("_ms") => "ms",
+        _ => "records/s",
+    };
+    for key in [
+        "peer_upload_records_per_s",
+        "peer_download_records_per_s",
+        "peer_fanout_seconds",
+        "peer_round_trip_ms",
+        "peer_round_trip_cli_ms",
+    ] {
+        if let Some(v) = figures.get(key) {
+            r.add(key, &label(key), *v, unit(key));
+        }
+    }
+    r.add(
+        "peer_server_peak_rss_mib",
+        "    server peak RSS",
+        peak,
+        "MiB",
+    );
+
+    if opts.scale == 1 {
+        println!("\n  issue 15's figures (not re-run): starsync before | pouchdb-server | this run | x peer");
+        for (key, what, before, pouch, unit) in PEER_BASELINE {
+            let now = figures.get(key).copied().unwrap_or(f64::NAN);
+            let times = if unit == "records/s" {
+                now / pouch
+            } else {
+                pouch / now
+            };
+            println!("  {what:<36} {before:>9} | {pouch:>9} | {now:>9.1} {unit} | {times:.1}x");
+        }
+        println!();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The small-sync round trip through the `starsync-node` binary (put, sync; sync, get), as a
+/// script would run it. None (saying why) when the release binary is missing.
+fn cli_round_trip(server: &Server, dir: &Path, uuid: &str) -> Option<f64> {
+    let node_bin = Path::new(env!("CARGO_BIN_EXE_starsync")).with_file_name("starsync-node");
+    if !node_bin.exists() {
+        println!(
+            "  (peer) CLI round trip skipped: {} is missing (cargo build --release -p \
+             starsync-node-cli)",
+            node_bin.display()
+        );
+        return None;
+    }
+    let run = |data: &Path, args: &[&str]| {
+        let out = Command::new(&node_bin)
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "starsync-node {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let (a, b) = (dir.join("cli-a"), dir.join("cli-b"));
+    for (d, code) in [(&a, "peer-cli-a"), (&b, "peer-cli-b")] {
+        let d = d.to_str().unwrap();
+        run(
+            Path::new(d),
+            &[
+                "init",
+                "--server",
+                &server.base,
+                "--code",
+                code,
+                "--admin-token",
+                ADMIN,
+            ],
+        );
+        run(Path::new(d), &["sync"]);
+    }
+    let mut rounds = Vec::new();
+    for k in 0..20 {
+        let mut data = entity(0);
+        data["notes"] = json!(format!("cli edit {k}"));
+        let t = Instant::now();
+        run(&a, &["put", "Estimate", uuid, &data.to_string()]);
+        run(&a, &["sync"]);
+        run(&b, &["sync"]);
+        let out = run(&b, &["--json", "get", "Estimate", uuid]);
+        rounds.push(t.elapsed().as_secs_f64() * 1000.0);
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            got["data"]["notes"],
+            json!(format!("cli edit {k}")),
+            "{got}"
+        );
+    }
+    Some(median(&mut rounds))
 }

@@ -168,6 +168,16 @@ pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
     pub wal_autocheckpoint: u32,
+    /// Group commit (docs/design.md): most milliseconds a batch of writes stays open before
+    /// its commit while more writers are queued (a lone write commits at once).
+    #[serde(default = "default_group_commit_max_ms")]
+    pub group_commit_max_ms: u64,
+}
+
+fn default_group_commit_max_ms() -> u64 {
+    crate::store::group::GroupLimits::default()
+        .max_open
+        .as_millis() as u64
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -388,6 +398,9 @@ impl Settings {
         }
         if let Some(v) = get(env, "STARSYNC_MAX_PACKET_BYTES") {
             self.server.max_packet_bytes = num("STARSYNC_MAX_PACKET_BYTES", v)?;
+        }
+        if let Some(v) = get(env, "STARSYNC_GROUP_COMMIT_MAX_MS") {
+            self.database.group_commit_max_ms = num("STARSYNC_GROUP_COMMIT_MAX_MS", v)?;
         }
         if let Some(v) = get(env, "STARSYNC_BODY_TIMEOUT_SECS") {
             self.server.body_timeout_secs = num("STARSYNC_BODY_TIMEOUT_SECS", v)?;

@@ -60,8 +60,16 @@ pub struct MemoryBudget {
     writers: Arc<Semaphore>,
 }
 
-/// How many exchanges may hold or wait on the writer lock (one writes, one is ready next).
-const WRITER_GATE: usize = 2;
+/// How many exchanges may hold or wait on the writer lock at once: all blocking threads of a
+/// worker but two (`database.pool_size` each; at least 2). The writer commits what is waiting
+/// as one batch (group commit, `store::group`), so this is also the largest batch HTTP can form
+/// (2, one writing and one ready, capped every commit at two exchanges). Each waits on a
+/// blocking thread, so it stays below a worker's threads: `/health` and decoding still find
+/// one. More threads instead would cost memory: with 40 per worker, the allocator's per-thread
+/// caches took the 100-node scenario from ~240 to ~590 MiB (docs/performance.md).
+pub fn writer_gate(pool_size: u32) -> usize {
+    (pool_size as usize).saturating_sub(2).max(2)
+}
 
 impl MemoryBudget {
     pub fn new(settings: &Settings) -> MemoryBudget {
@@ -70,7 +78,7 @@ impl MemoryBudget {
             bodies: Pool::new(total / 4),
             packets: Pool::new(total / 8 * 3),
             answers: Pool::new(total / 8 * 3),
-            writers: Arc::new(Semaphore::new(WRITER_GATE)),
+            writers: Arc::new(Semaphore::new(writer_gate(settings.database.pool_size))),
         }
     }
 

@@ -96,6 +96,8 @@ Environment (overrides config/default.toml and the STARSYNC_CONFIG file):
   STARSYNC_METRICS_OPEN       true: GET /metrics answers without the admin token (default false)
   STARSYNC_LOG_FORMAT         text (default) or json: one JSON object per log line, with the
                               request id on every line of a request
+  STARSYNC_GROUP_COMMIT_MAX_MS  most milliseconds concurrent writes share one open transaction
+                              before its commit (default 10; a lone write commits at once)
   RUST_LOG                    log filter (default info)
 
 A configuration error (a bad file key or variable, a database URL of no known kind, unusable

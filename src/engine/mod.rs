@@ -106,14 +106,14 @@ pub struct Engine {
     pub(crate) server_code: String,
     /// SHA-256 of the admin token; compared in constant time.
     pub(crate) admin_token_hash: [u8; 32],
-    /// The connection every write transaction of this process uses, one writer at a time.
-    /// One writer: SQLite allows one anyway, and waiting on an in-process lock is far cheaper
-    /// than SQLite's busy-retry sleeps. One connection: its page cache stays warm (with writes
-    /// rotating over pooled connections, each found its cache stale after the others wrote).
-    /// `None` after a failed transaction: the next write takes a fresh connection from the pool.
-    pub(crate) writer: Mutex<Option<store::PooledConn>>,
-    /// Write transactions waiting for `writer` now (`starsync_writers_waiting` in /metrics):
-    /// one atomic add and subtract per write, so cheap enough to always keep.
+    /// This process's one writer (group commit, `store::group`): concurrent writes share a
+    /// transaction and its commit, each in its own savepoint. One writer: SQLite allows one
+    /// anyway, and waiting on an in-process lock is far cheaper than SQLite's busy-retry
+    /// sleeps. One connection: its page cache stays warm (with writes rotating over pooled
+    /// connections, each found its cache stale after the others wrote).
+    pub(crate) writer: store::group::GroupWriter,
+    /// Write transactions of this process queued for or running in `writer` now
+    /// (`starsync_writers_waiting` in /metrics): one atomic add and subtract per write.
     writers_waiting: AtomicUsize,
     /// When this process's last write transaction failed for want of a working database (a
     /// full disk, a read-only file, a lost connection): `/health` answers 503 until a write
@@ -158,6 +158,10 @@ impl Engine {
             let mut conn = pool.get()?;
             store::server_identity(&mut conn)?
         };
+        let limits = store::group::GroupLimits {
+            max_open: Duration::from_millis(settings.database.group_commit_max_ms),
+            ..store::group::GroupLimits::default()
+        };
         Ok(Engine {
             pool,
             // Half the pool: the other half stays free for exchanges and reads.
@@ -169,7 +173,7 @@ impl Engine {
             server_node_id: ident.server_node_id,
             server_code: ident.code,
             admin_token_hash: auth::sha256(admin_token),
-            writer: Mutex::new(None),
+            writer: store::group::GroupWriter::new(limits),
             writers_waiting: AtomicUsize::new(0),
             write_failed_at: Mutex::new(None),
             health: Mutex::new(None),
@@ -196,7 +200,9 @@ impl Engine {
         &self.live
     }
 
-    /// Runs `f` in a write transaction, one writer at a time.
+    /// Runs `f` in a write transaction, one writer at a time: as one member of a group commit
+    /// (its own savepoint, after the writes queued before it), answered once that commit made
+    /// it durable (docs/design.md, "Group commit").
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&mut store::Conn) -> EngineResult<T>,
@@ -237,28 +243,18 @@ impl Engine {
         Ok(value)
     }
 
+    /// One write transaction through the group-commit writer; `f` runs in its own savepoint
+    /// and this returns once the commit that made it durable is done.
     fn write_tx<T>(&self, f: impl FnOnce(&mut store::Conn) -> EngineResult<T>) -> EngineResult<T> {
         self.writers_waiting.fetch_add(1, Ordering::Relaxed);
-        let mut slot = self.writer.lock();
+        let result = self.writer.write(&self.pool, f);
         self.writers_waiting.fetch_sub(1, Ordering::Relaxed);
-        if slot.is_none() {
-            match self.pool.get() {
-                Ok(c) => *slot = Some(c),
-                Err(e) => return Err(self.write_failed(StoreError::Pool(e).into())),
-            }
-        }
-        let conn = slot.as_mut().expect("writer connection was just set");
-        let result = store::write_tx(conn, f);
         match result {
             Ok(v) => {
                 *self.write_failed_at.lock() = None;
                 Ok(v)
             }
-            Err(e @ EngineError::Store(_)) => {
-                // The connection may be broken (database restarted): use a fresh one next time.
-                *slot = None;
-                Err(self.write_failed(e))
-            }
+            Err(e @ EngineError::Store(_)) => Err(self.write_failed(e)),
             Err(e) => Err(e),
         }
     }

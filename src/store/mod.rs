@@ -4,6 +4,7 @@
 //! queries here are synchronous: callers on async workers wrap them in `web::block`.
 
 pub mod entities;
+pub mod group;
 pub mod history;
 pub mod models;
 pub mod nodes;
@@ -63,6 +64,12 @@ pub enum StoreError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The write transaction this write shared with concurrent ones (group commit,
+    /// [`group`]) could not commit, or could not go on: it was rolled back, so nothing of this
+    /// write was applied. Never retried change by change: the failure is the batch's, not
+    /// this write's values.
+    #[error("the write could not be committed (rolled back, nothing applied): {0}")]
+    Commit(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -103,6 +110,7 @@ impl StoreError {
                     | K::ExclusionViolation
             ),
             StoreError::Db(E::RollbackErrorOnCommit { .. } | E::BrokenTransactionManager) => true,
+            StoreError::Commit(_) => true,
             _ => false,
         }
     }
@@ -382,32 +390,6 @@ pub fn run_migrations(conn: &mut Conn) -> StoreResult<usize> {
 
 /// Log target of the writer lock's debug lines (`RUST_LOG=starsync::store::writer_lock=debug`).
 pub const WRITER_LOCK_LOG: &str = "starsync::store::writer_lock";
-
-/// A write transaction. Its first statement takes the hub's writer lock — a row lock on
-/// `server_state` — so writers are serialized across threads *and* processes: on PostgreSQL
-/// the row lock, on SQLite the file's write lock (taken by a write, before any read, so no
-/// stale snapshot can make it fail). Because of this, sequence numbers are handed out in commit
-/// order and a node's packets are applied strictly one at a time (docs/design.md).
-pub fn write_tx<T, E, F>(conn: &mut Conn, f: F) -> Result<T, E>
-where
-    F: FnOnce(&mut Conn) -> Result<T, E>,
-    E: From<diesel::result::Error>,
-{
-    conn.transaction(|c| {
-        // Debug lines around the lock: they show lock waits in a log, and let a test know a
-        // writer is queued behind another (tests/api/commit_order.rs) on SQLite too, whose
-        // busy-wait is invisible from outside.
-        tracing::debug!(target: WRITER_LOCK_LOG, "waiting for the writer lock");
-        let started = std::time::Instant::now();
-        diesel::sql_query("UPDATE server_state SET last_seq = last_seq WHERE id = 1").execute(c)?;
-        tracing::debug!(
-            target: WRITER_LOCK_LOG,
-            waited_ms = started.elapsed().as_millis() as u64,
-            "writer lock taken"
-        );
-        f(c)
-    })
-}
 
 /// The hub's identity, created on first start.
 pub fn server_identity(conn: &mut Conn) -> StoreResult<models::ServerState> {

@@ -243,15 +243,28 @@ macro_rules! stream_query {
     }};
 }
 
+/// A stream's query in `seq` order. For one scope the order is spelled `(scope, seq)`, the
+/// index's own: PostgreSQL without statistics otherwise walks the `seq` index of the whole log
+/// filtering by scope (measured: 87 ms instead of 17 for one tenant of 100, and an empty scope
+/// such as `''` read the whole log).
+macro_rules! ordered_stream {
+    ($view:expr, $stream:expr) => {{
+        let s = $stream;
+        let q = stream_query!($view, s);
+        if s.scope.is_some() {
+            q.order((e::scope.asc(), e::seq.asc()))
+        } else {
+            q.order(e::seq.asc())
+        }
+    }};
+}
+
 /// N's pending log entries, oldest first, at most `limit`: the rule written as SQL, one query
 /// per stream, merged in `seq` order (the property test reads whole rows this way).
 pub fn log_entries(conn: &mut Conn, v: &View, limit: i64) -> StoreResult<Vec<Entity>> {
     let mut out = Vec::new();
     for s in &v.streams {
-        let rows: Vec<Entity> = stream_query!(v, s)
-            .order(e::seq.asc())
-            .limit(limit)
-            .load(conn)?;
+        let rows: Vec<Entity> = ordered_stream!(v, s).limit(limit).load(conn)?;
         out.extend(rows);
     }
     out.sort_by_key(|e| e.seq);
@@ -269,8 +282,7 @@ pub fn log_heads(
     s: &Stream,
     limit: i64,
 ) -> StoreResult<Vec<entities::Head>> {
-    Ok(stream_query!(v, s)
-        .order(e::seq.asc())
+    Ok(ordered_stream!(v, s)
         .select(entities::head_columns!())
         .limit(limit)
         .load(conn)?)
@@ -486,11 +498,14 @@ pub fn extra_pages(conn: &mut Conn, v: &View, limit: i64) -> StoreResult<Vec<Pag
                     .and(e::is_deleted.eq(false).or(e::seq.gt(l.acked_at_loss))),
             )
             .into_boxed();
-        if l.scope != ALL {
-            q = q.filter(e::scope.eq(l.scope.clone()));
-        }
+        q = if l.scope != ALL {
+            // The index's own order (see `ordered_stream`).
+            q.filter(e::scope.eq(l.scope.clone()))
+                .order((e::scope.asc(), e::seq.asc()))
+        } else {
+            q.order(e::seq.asc())
+        };
         let heads: Vec<entities::Head> = q
-            .order(e::seq.asc())
             .select(entities::head_columns!())
             .limit(limit)
             .load(conn)?;
@@ -581,14 +596,13 @@ pub fn loss_drained(conn: &mut Conn, l: &ScopeLoss) -> StoreResult<bool> {
                 .and(e::is_deleted.eq(false).or(e::seq.gt(l.acked_at_loss))),
         )
         .into_boxed();
-    if l.scope != ALL {
-        q = q.filter(e::scope.eq(l.scope.clone()));
-    }
-    let any: Option<i64> = q
-        .select(e::seq)
-        .order(e::seq.asc())
-        .first(conn)
-        .optional()?;
+    q = if l.scope != ALL {
+        q.filter(e::scope.eq(l.scope.clone()))
+            .order((e::scope.asc(), e::seq.asc()))
+    } else {
+        q.order(e::seq.asc())
+    };
+    let any: Option<i64> = q.select(e::seq).first(conn).optional()?;
     if any.is_some() {
         return Ok(false);
     }

@@ -17,6 +17,7 @@ mod delivery;
 mod entity_ids;
 mod entity_listing;
 mod events;
+mod group_commit;
 mod hostile;
 mod http_errors;
 mod idempotency;
