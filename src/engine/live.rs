@@ -49,7 +49,7 @@ pub struct CommitSummary {
     #[serde(default)]
     pub requeued_for: Vec<String>,
     /// Scopes (PROTOCOL §10) of the entities it touched, before and after. `None`: an unscoped
-    /// hub (today), where every node sees every entity.
+    /// hub (no `[scopes]`), where every node sees every entity.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
     /// The details did not fit in a notification: wake every stream.
@@ -71,7 +71,7 @@ pub struct StreamView {
 /// May the node of `view` receive something from the commit `c`? The one decision behind
 /// waking a stream (docs/design.md, "Live notification").
 ///
-/// Today's rule (PROTOCOL §3–4, §10): a node receives a change-log entry unless it holds
+/// The rule (PROTOCOL §3–4, §10): a node receives a change-log entry unless it holds
 /// exactly that state itself (the echo rule), and every per-node queue row addressed to it;
 /// on a scoped hub only entries within its scopes and types. The summary does not pair each
 /// entry's holder with its type and scope, so a commit mixing several entries can wake a node

@@ -377,6 +377,196 @@ struct KilledRow {
     ok: bool,
 }
 
+// ---- scopes (PROTOCOL §10): a stream hears only what its node may receive ----
+
+/// The coalescing window (100 ms) and then some: an event a commit caused arrives well within.
+const QUIET: Duration = Duration::from_millis(500);
+
+impl Stream {
+    /// Asserts that no `pending` event arrives (and the stream stays open) for `limit`.
+    fn quiet(&self, limit: Duration, why: &str) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Sse::Event { kind, data }) if kind == "pending" => {
+                    panic!("unexpected `pending` ({why}): {data}")
+                }
+                Ok(Sse::Closed) => panic!("the stream ended ({why})"),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Opens a node's stream and takes its first `pending` (sent at once on every stream).
+fn open_node_stream(app: &TestApp, node: &TestNode) -> Stream {
+    let s = Stream::open(&app.base, Some(&node.token)).unwrap();
+    s.next("pending", LONG);
+    s
+}
+
+/// Takes everything waiting for `node` and acknowledges it (`drain` leaves its last packet
+/// unacknowledged, so it would still count in `pending_changes`).
+fn take_all(app: &TestApp, node: &mut TestNode) -> Vec<Value> {
+    let got = node.drain(app);
+    let ex = node.sync(app, vec![]);
+    assert!(ex.changes().is_empty(), "{:?}", ex.packet);
+    got
+}
+
+/// A `Doc` in scope `tenant`, written by `node` (which names the scope, so it is stored as
+/// sent).
+fn write_doc(app: &TestApp, node: &mut TestNode, tenant: &str) -> String {
+    let u = new_uuid();
+    let ex = node.sync(
+        app,
+        vec![upsert("Doc", &u, 0, json!({"tenant_id": tenant, "t": 1}))],
+    );
+    assert_eq!(ex.status, 200, "{:?}", ex.body);
+    assert_eq!(ex.body["error_count"], 0, "{}", ex.body);
+    u
+}
+
+#[test]
+fn a_scoped_stream_hears_its_scope_and_global_types_but_not_other_scopes() {
+    use crate::scopes::{admin_put, node_with, scoped_app};
+    let app = scoped_app();
+    let mut la = node_with(&app, "LA", &["fam-a"], None);
+    let mut ls = node_with(&app, "LS", &["*"], None);
+    let mut wa = node_with(&app, "WA", &["fam-a"], None);
+    let mut wb = node_with(&app, "WB", &["fam-b"], None);
+    let sa = open_node_stream(&app, &la);
+    let ss = open_node_stream(&app, &ls);
+
+    // Another scope's write: the `*` node hears it, the fam-a node does not…
+    write_doc(&app, &mut wb, "fam-b");
+    let ev = ss.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    sa.quiet(QUIET, "a write in fam-b woke a fam-a-only stream");
+
+    // …while its stream is alive: a write in its own scope arrives, and its count holds only
+    // that one.
+    let u = write_doc(&app, &mut wa, "fam-a");
+    let ev = sa.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    let ev = ss.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 2, "{ev}");
+    let got = take_all(&app, &mut la);
+    assert_eq!(crate::scopes::ids(&got), vec![u], "{got:?}");
+
+    // A global type concerns every scope.
+    let c = new_uuid();
+    admin_put(&app, "Country", &c, json!({"name": "FR"}));
+    let ev = sa.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    ss.next("pending", LONG);
+    let got = take_all(&app, &mut la);
+    assert_eq!(crate::scopes::ids(&got), vec![c], "{got:?}");
+    take_all(&app, &mut ls);
+}
+
+#[test]
+fn an_entity_moving_between_scopes_wakes_the_scope_it_left_and_the_one_it_entered() {
+    use crate::scopes::{admin_put, node_with, ops, scoped_app};
+    let app = scoped_app();
+    let mut la = node_with(&app, "LA", &["fam-a"], None);
+    let mut lb = node_with(&app, "LB", &["fam-b"], None);
+    let mut ls = node_with(&app, "LS", &["*"], None);
+    let u = new_uuid();
+    admin_put(&app, "Doc", &u, json!({"tenant_id": "fam-a", "t": 1}));
+    assert_eq!(take_all(&app, &mut la).len(), 1);
+    assert!(take_all(&app, &mut lb).is_empty());
+    assert_eq!(take_all(&app, &mut ls).len(), 1);
+    let sa = open_node_stream(&app, &la);
+    let sb = open_node_stream(&app, &lb);
+
+    // The admin moves it to fam-b: fam-a gets a DELETE, fam-b the state (with its log
+    // operation, an update).
+    admin_put(&app, "Doc", &u, json!({"tenant_id": "fam-b", "t": 2}));
+    let ev = sa.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    let ev = sb.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    assert_eq!(
+        ops(&take_all(&app, &mut la)),
+        vec![("Doc".into(), u.clone(), "DELETE".into())]
+    );
+    let got = take_all(&app, &mut lb);
+    assert_eq!(crate::scopes::ids(&got), vec![u.clone()]);
+    assert_ne!(got[0]["operation"], "DELETE", "{got:?}");
+    assert_eq!(got[0]["data"]["tenant_id"], "fam-b", "{got:?}");
+
+    // A `*` node moves it back (its own write, applied as sent: it holds that state).
+    assert_eq!(take_all(&app, &mut ls).len(), 1);
+    let v = ls.version_of("Doc", &u);
+    let ex = ls.sync(
+        &app,
+        vec![upsert("Doc", &u, v, json!({"tenant_id": "fam-a", "t": 3}))],
+    );
+    assert_eq!(ex.body["error_count"], 0, "{}", ex.body);
+    let ev = sb.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    let ev = sa.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    assert_eq!(
+        ops(&take_all(&app, &mut lb)),
+        vec![("Doc".into(), u.clone(), "DELETE".into())]
+    );
+    let back = take_all(&app, &mut la);
+    assert_eq!(crate::scopes::ids(&back), vec![u.clone()]);
+    assert_ne!(back[0]["operation"], "DELETE", "{back:?}");
+    assert_eq!(back[0]["data"]["t"], 3, "{back:?}");
+}
+
+#[test]
+fn changing_a_nodes_scopes_ends_its_stream_and_the_next_one_hears_the_new_scope() {
+    use crate::scopes::{node_with, scoped_app};
+    let app = scoped_app();
+    let mut la = node_with(&app, "LA", &["fam-a"], None);
+    let mut wb = node_with(&app, "WB", &["fam-b"], None);
+    let admin = Stream::open(&app.base, Some(ADMIN)).unwrap();
+    let old = open_node_stream(&app, &la);
+    write_doc(&app, &mut wb, "fam-b");
+    old.quiet(QUIET, "fam-b is not yet the node's");
+
+    let (s, body) = app.patch(
+        &format!("/api/sync/nodes/{}", la.id),
+        Some(ADMIN),
+        &json!({"scopes": ["fam-a", "fam-b"]}),
+    );
+    assert_eq!(s, 200, "{body}");
+    old.closed(LONG);
+    let ev = admin.next("node", LONG);
+    assert_eq!(ev["action"], "view_changed", "{ev}");
+    assert_eq!(ev["node_code"], "LA", "{ev}");
+
+    // The new stream starts with the gained scope's entity pending, and hears fam-b's writes.
+    let new = Stream::open(&app.base, Some(&la.token)).unwrap();
+    let ev = new.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    assert_eq!(take_all(&app, &mut la).len(), 1);
+    let u = write_doc(&app, &mut wb, "fam-b");
+    let ev = new.next("pending", LONG);
+    assert_eq!(ev["pending_changes"], 1, "{ev}");
+    assert_eq!(crate::scopes::ids(&take_all(&app, &mut la)), vec![u]);
+
+    // Losing a scope ends the stream too, and the next one no longer hears it.
+    let (s, body) = app.patch(
+        &format!("/api/sync/nodes/{}", la.id),
+        Some(ADMIN),
+        &json!({"scopes": ["fam-a"]}),
+    );
+    assert_eq!(s, 200, "{body}");
+    new.closed(LONG);
+    let last = Stream::open(&app.base, Some(&la.token)).unwrap();
+    last.next("pending", LONG);
+    take_all(&app, &mut la);
+    write_doc(&app, &mut wb, "fam-b");
+    last.quiet(QUIET, "fam-b was lost");
+}
+
 // ---- the node library's daemon ----
 
 fn lib_node(dir: &std::path::Path, base: &str, code: &str) -> Node {
