@@ -583,6 +583,12 @@ fn dashboard_in_chromium_shows_events_from_the_stream_without_waiting_for_a_poll
     let conflict_row = format!("#conflicts-table tr[data-id='{conflict_id}']");
     browser.wait_text(&conflict_row, "Ticket");
     browser.wait_text(&conflict_row, "unresolved");
+    // By the code of the node whose change lost (registered after the page read the nodes).
+    browser.wait("the row names node B", |b| {
+        b.js(&format!(
+            "return document.querySelector(\"{conflict_row}\").cells[3].textContent"
+        )) == "B"
+    });
     browser.wait_text("#nav-conflicts", "1");
     assert!(browser.visible("#nav-conflicts"));
     assert!(!browser.visible("#conflicts-empty"));

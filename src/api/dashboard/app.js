@@ -608,6 +608,8 @@
     if (!state.nodes.size) await fetchNodes();
     const unresolved = $('unresolved-only').checked;
     const list = (await api('GET', '/conflicts?limit=200' + (unresolved ? '&unresolved=true' : ''))).conflicts;
+    // A node registered since the list was read (its first exchange may bring the conflict).
+    if (list.some((c) => (c.node_id || c.source_node_id) && !state.nodes.has(c.node_id || c.source_node_id))) await fetchNodes();
     if (unresolved) showConflictCount(list.length);
     const rows = [];
     for (const c of list) {
