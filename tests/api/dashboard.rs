@@ -3,7 +3,8 @@
 //!
 //! Without Chromium or chromedriver on the PATH the browser test prints why and passes, unless
 //! `STARSYNC_REQUIRE_BROWSER=1` (CI sets it and installs both). Its screenshot is written to
-//! `<target dir>/dashboard.png`.
+//! `<target dir>/dashboard.png`. The live tests open the page with `?poll=600`, so only the
+//! admin event stream can explain an update they wait for.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -543,4 +544,127 @@ fn dashboard_in_chromium_signs_in_manages_nodes_and_resolves_a_conflict() {
         browser.js("return sessionStorage.getItem('starsync.adminToken')"),
         Value::Null
     );
+}
+
+/// Signs in with the admin token at `path` (under the hub), and waits for the first figures.
+fn sign_in(browser: &Browser, app: &TestApp, path: &str) {
+    browser.goto(&app.url(path));
+    browser.type_into("#token-input", ADMIN);
+    browser.click("#signin-button");
+    browser.wait("signed in", |b| b.visible("#signout"));
+}
+
+/// The live path: with polling set to every 10 minutes, a node registered and a conflict made
+/// through the API show up in the open page within seconds, which only the admin event stream
+/// (read with fetch, the token in a header) can explain.
+#[test]
+fn dashboard_in_chromium_shows_events_from_the_stream_without_waiting_for_a_poll() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let app = TestApp::spawn_with("[conflicts.types.Ticket]\nstrategy = \"manual\"\n", &[]);
+    sign_in(&browser, &app, "/admin/?poll=600#overview");
+    browser.wait_text("#ov-nodes", "0");
+    browser.wait_text("#live-indicator", "live");
+    browser.wait_text("#status-line", "live");
+    let started = std::time::Instant::now();
+
+    // Overview: a node event refreshes the figures.
+    app.register("X");
+    browser.wait_text("#ov-nodes", "1");
+    browser.wait_text("#ov-nodes-sub", "1 active");
+
+    // Conflicts: shown empty, then the conflict (exchange and conflict events) appears, and
+    // the count in the navigation with it.
+    browser.click("a[href='#conflicts']");
+    browser.wait("the empty list is shown", |b| b.visible("#conflicts-empty"));
+    assert!(!browser.visible("#nav-conflicts"));
+    let (_a, _b, _u, conflict_id) = manual_conflict(&app);
+    let conflict_row = format!("#conflicts-table tr[data-id='{conflict_id}']");
+    browser.wait_text(&conflict_row, "Ticket");
+    browser.wait_text(&conflict_row, "unresolved");
+    // By the code of the node whose change lost (registered after the page read the nodes).
+    browser.wait("the row names node B", |b| {
+        b.js(&format!(
+            "return document.querySelector(\"{conflict_row}\").cells[3].textContent"
+        )) == "B"
+    });
+    browser.wait_text("#nav-conflicts", "1");
+    assert!(browser.visible("#nav-conflicts"));
+    assert!(!browser.visible("#conflicts-empty"));
+    // Far inside the 600 s poll interval (the waits above give up after 20 s each).
+    assert!(started.elapsed() < std::time::Duration::from_secs(300));
+    assert_eq!(browser.text("#live-indicator"), "live");
+
+    // The token went in headers, in no address (the open stream is not listed until it ends,
+    // but every request that finished is).
+    let urls = browser.js("return performance.getEntriesByType('resource').map(e => e.name)");
+    let urls: Vec<&str> = urls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(urls.iter().any(|u| u.contains("/api/sync/conflicts")));
+    assert!(urls.iter().all(|u| !u.contains(ADMIN)), "{urls:?}");
+    browser.screenshot(&target_dir().join("dashboard-live.png"));
+
+    // Signing out closes the stream with the rest.
+    browser.click("#signout");
+    browser.wait("the sign-in form is back", |b| b.visible("#signin-view"));
+    assert!(!browser.visible("#live-indicator"));
+}
+
+/// Without the stream (the hub refuses every stream here: 503 `too_many_streams`), the page
+/// says "polling", stays signed in and keeps up by polling at the configured interval.
+#[test]
+fn dashboard_in_chromium_polls_while_the_event_stream_is_refused() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let app = TestApp::spawn_with("", &[("STARSYNC_MAX_EVENT_STREAMS", "0")]);
+    let (s, body) = app.get("/api/sync/events", Some(ADMIN));
+    assert_eq!(s, 503, "{body}");
+    sign_in(&browser, &app, "/admin/?poll=1#overview");
+    browser.wait_text("#ov-nodes", "0");
+    browser.wait_text("#live-indicator", "polling");
+    browser.wait_text("#status-line", "refreshes every 1 s");
+    app.register("X");
+    browser.wait_text("#ov-nodes", "1");
+    assert_eq!(browser.text("#live-indicator"), "polling");
+    assert!(
+        browser.visible("#signout"),
+        "a refused stream must not sign out"
+    );
+}
+
+/// The hub restarts under an open dashboard (same address): the stream ends, the page
+/// reconnects by itself, and a node registered afterwards shows up through the new stream
+/// (polling is set to every 10 minutes, so nothing else can explain it).
+#[test]
+fn dashboard_in_chromium_reconnects_its_stream_after_a_hub_restart() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let app = TestApp::spawn_with("", &[("STARSYNC_BIND", bind.as_str())]);
+    sign_in(&browser, &app, "/admin/?poll=600#nodes");
+    browser.wait_text("#live-indicator", "live");
+    browser.wait("the empty node list is shown", |b| {
+        b.text("#nodes-table tbody").contains("No node")
+    });
+
+    let app = app.restart();
+    assert_eq!(app.port, port);
+    // Reconnected (after about a second of backoff) to the new process's stream.
+    let x = app.register("X");
+    let row = format!("#nodes-table tr[data-node-id='{}']", x.id);
+    browser.wait_text(&row, "X");
+    browser.wait_text("#live-indicator", "live");
+    assert!(browser.visible("#signout"));
 }

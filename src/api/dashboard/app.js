@@ -1,5 +1,6 @@
 // starsync operator's dashboard: one small script with no dependencies and no build step, served
-// by the hub itself (hubs run on closed networks). It only calls the admin API (PROTOCOL §6).
+// by the hub itself (hubs run on closed networks). It only calls the admin API (PROTOCOL §6) and
+// reads the admin event stream (PROTOCOL §12) to refresh as things happen.
 //
 // Two rules hold throughout (tests/api/dashboard.rs checks for the APIs that would break them):
 // - Data from the server reaches the page only as text (textContent, createTextNode, attribute
@@ -10,7 +11,24 @@
 
 (() => {
   const TOKEN_KEY = 'starsync.adminToken';
-  const POLL_MS = 5000;
+  // Polling interval while the event stream is down: 5 s, or `?poll=<seconds>` (1 to 3600) in
+  // the page's address (for a hub where operators want less traffic; the tests use a long one
+  // so that only the event stream can explain an update).
+  const POLL_MS = (() => {
+    const n = Number(new URLSearchParams(location.search).get('poll'));
+    return Number.isFinite(n) && n >= 1 && n <= 3600 ? Math.round(n * 1000) : 5000;
+  })();
+  // While the stream is live, a slow poll still runs: admin writes (a conflict resolved
+  // elsewhere, an entity written through the API) send no event, and "2 min ago" must age.
+  const LIVE_POLL_MS = Math.max(60000, POLL_MS);
+  // Events come in bursts (one exchange often brings a conflict with it): the first one waits
+  // this long for the rest, and event-driven refreshes start at most once per MIN_GAP_MS.
+  const DEBOUNCE_MS = 200;
+  const MIN_GAP_MS = 1000;
+  // Reconnecting after the stream failed: 1 s, doubling to 30 s, with some jitter so that many
+  // dashboards do not come back at once after a hub restart.
+  const RETRY_MIN_MS = 1000;
+  const RETRY_MAX_MS = 30000;
   const PAGE = 50;
   // The API sits beside /admin/ (also behind a proxy that mounts the hub under a prefix).
   const API = location.pathname.replace(/admin\/[^/]*$/, '') + 'api/sync';
@@ -178,6 +196,7 @@
 
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    disconnect();
     hideToken();
     state.nodes.clear();
     state.sample = null;
@@ -208,8 +227,11 @@
       if (a.getAttribute('href') === '#' + view) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
     }
-    if (inside) refresh(true);
-    else $('token-input').focus();
+    $('live-indicator').hidden = !inside;
+    if (inside) {
+      connect();
+      refresh(true);
+    } else $('token-input').focus();
   }
 
   $('signin-form').addEventListener('submit', async (ev) => {
@@ -235,17 +257,22 @@
   $('signout').addEventListener('click', () => signOut('Signed out.'));
   window.addEventListener('hashchange', render);
 
-  // ---------- refreshing (polling: the hub has no admin event stream yet) ----------
+  // ---------- refreshing: the event stream, polling while it is down ----------
 
   let busy = false;
+  // A refresh asked for while one runs: it runs again afterwards (the running one may have read
+  // the hub before the event that asked for it), once for any number of asks.
   let again = false;
+  let againViewChanged = false;
 
   async function refresh(viewChanged) {
     if (busy) {
-      again = again || viewChanged;
+      again = true;
+      againViewChanged = againViewChanged || viewChanged;
       return;
     }
     busy = true;
+    clearTimeout(poll.timer);
     try {
       const view = currentView();
       if (view === 'overview') await loadOverview();
@@ -253,7 +280,8 @@
       else if (view === 'conflicts') await loadConflicts();
       else if (view === 'entities' && viewChanged) await loadEntityTypes();
       if (signedIn()) {
-        setText('status-line', 'Updated ' + new Date().toLocaleTimeString() + ' · refreshes every ' + POLL_MS / 1000 + ' s');
+        setText('status-line', 'Updated ' + new Date().toLocaleTimeString() + ' · ' +
+          (live.on ? 'live: updates as the hub reports changes' : 'refreshes every ' + POLL_MS / 1000 + ' s'));
         $('status-line').classList.remove('error');
       }
     } catch (e) {
@@ -265,14 +293,180 @@
       busy = false;
     }
     if (again) {
+      const changed = againViewChanged;
       again = false;
-      refresh(true);
+      againViewChanged = false;
+      refresh(changed);
+    } else schedulePoll();
+  }
+
+  // The next poll, counted from the last refresh whatever caused it: a busy stream leaves no
+  // room for polls at all.
+  const poll = { timer: null };
+  function schedulePoll() {
+    clearTimeout(poll.timer);
+    if (!signedIn()) return;
+    poll.timer = setTimeout(() => {
+      if (signedIn() && !document.hidden) refresh(false);
+      else schedulePoll();
+    }, live.on ? LIVE_POLL_MS : POLL_MS);
+  }
+
+  // Which views an admin event changes (PROTOCOL §12): an exchange moves pending counts, last
+  // syncs and the exchange rate, and may bring conflicts; a node event changes the node list
+  // (and the names the conflicts show).
+  const AFFECTS = {
+    exchange: ['overview', 'nodes', 'conflicts'],
+    conflict: ['overview', 'conflicts'],
+    node: ['overview', 'nodes', 'conflicts'],
+  };
+
+  const live = {
+    on: false,
+    controller: null, // aborts the open stream
+    retryMs: RETRY_MIN_MS,
+    retryTimer: null,
+    eventTimer: null,
+    lastEventRefresh: 0,
+    dirty: new Set(), // views an event changed since the last event-driven refresh
+    conflictSeen: false, // a conflict event since then (the navigation's count)
+  };
+
+  function setLive(on) {
+    const changed = live.on !== on;
+    live.on = on;
+    const ind = $('live-indicator');
+    ind.textContent = on ? 'live' : 'polling';
+    ind.className = 'indicator ' + (on ? 'live' : 'polling');
+    ind.title = on
+      ? 'Connected to the hub\'s event stream: the views refresh as soon as something happens.'
+      : 'The event stream is not connected: the views refresh every ' + POLL_MS / 1000 + ' s.';
+    // Coming back: catch up on whatever happened while the stream was down. Going down: poll
+    // at the short interval from now on.
+    if (changed && signedIn()) {
+      if (on) refresh(false);
+      else schedulePoll();
     }
   }
 
-  setInterval(() => {
-    if (signedIn() && !document.hidden) refresh(false);
-  }, POLL_MS);
+  /**
+   * Opens the admin event stream. EventSource cannot send the Authorization header, and the
+   * token must not go into a URL, so the stream is read with fetch and parsed here.
+   */
+  function connect() {
+    if (live.controller || !signedIn()) return;
+    clearTimeout(live.retryTimer);
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const controller = new AbortController();
+    live.controller = controller;
+    readStream(token, controller).then(
+      () => streamEnded(controller, null),
+      (e) => streamEnded(controller, e),
+    );
+  }
+
+  function disconnect() {
+    clearTimeout(live.retryTimer);
+    clearTimeout(live.eventTimer);
+    clearTimeout(poll.timer);
+    if (live.controller) live.controller.abort();
+    live.controller = null;
+    live.retryMs = RETRY_MIN_MS;
+    setLive(false);
+  }
+
+  function streamEnded(controller, error) {
+    if (live.controller !== controller) return; // signed out or replaced meanwhile
+    live.controller = null;
+    setLive(false);
+    if (!signedIn()) return;
+    const delay = Math.round(live.retryMs * (0.8 + Math.random() * 0.4));
+    live.retryMs = Math.min(live.retryMs * 2, RETRY_MAX_MS);
+    const ind = $('live-indicator');
+    ind.title += ' Reconnecting in ' + Math.round(delay / 1000) + ' s' +
+      (error && error.message ? ' (' + error.message + ')' : '') + '.';
+    live.retryTimer = setTimeout(connect, delay);
+  }
+
+  async function readStream(token, controller) {
+    const resp = await fetch(API + '/events', {
+      headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' },
+      cache: 'no-store',
+      credentials: 'omit',
+      signal: controller.signal,
+    });
+    if (resp.status === 401 || resp.status === 403) {
+      signOut(resp.status === 401 ? 'The hub no longer accepts this token.' : 'That is a node token; sign in with the admin token.');
+      return;
+    }
+    if (!resp.ok || !resp.body) throw new Error('HTTP ' + resp.status);
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let kind = '';
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      if (live.controller !== controller) return;
+      // Any line (the server's first comment, a keep-alive) proves the stream works.
+      if (!live.on) {
+        live.retryMs = RETRY_MIN_MS;
+        setLive(true);
+      }
+      buffer += decoder.decode(value, { stream: true });
+      // Server-Sent Events: lines end with \n (or \r\n); a blank line ends an event; lines
+      // starting with ':' are comments; `field: value` otherwise.
+      let nl;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        let line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.endsWith('\r')) line = line.slice(0, -1);
+        if (line === '') {
+          if (data.length) onEvent(kind || 'message', data.join('\n'));
+          kind = '';
+          data = [];
+          continue;
+        }
+        if (line.startsWith(':')) continue;
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let val = colon < 0 ? '' : line.slice(colon + 1);
+        if (val.startsWith(' ')) val = val.slice(1);
+        if (field === 'event') kind = val;
+        else if (field === 'data') data.push(val);
+      }
+    }
+  }
+
+  // Refreshes the view shown if the event concerns it, soon but not for every event of a burst.
+  function onEvent(kind) {
+    const views = AFFECTS[kind];
+    if (!views) return; // a kind this page does not know: nothing it shows depends on it
+    for (const v of views) live.dirty.add(v);
+    if (kind === 'conflict') live.conflictSeen = true;
+    const view = currentView();
+    if (!live.dirty.has(view) && !live.conflictSeen) return;
+    if (live.eventTimer) return; // already scheduled: this event rides along
+    const wait = Math.max(DEBOUNCE_MS, live.lastEventRefresh + MIN_GAP_MS - Date.now());
+    live.eventTimer = setTimeout(eventRefresh, wait);
+  }
+
+  function eventRefresh() {
+    live.eventTimer = null;
+    live.lastEventRefresh = Date.now();
+    const view = currentView();
+    const stale = live.dirty.has(view);
+    const conflictSeen = live.conflictSeen;
+    live.dirty.clear();
+    live.conflictSeen = false;
+    if (!signedIn()) return;
+    if (stale) refresh(false);
+    // Elsewhere only the conflict count in the navigation changes.
+    if (conflictSeen && view !== 'overview' && view !== 'conflicts') {
+      guarded(async () => showConflictCount((await api('GET', '/status')).unresolved_conflicts));
+    }
+  }
 
   async function fetchNodes() {
     const list = (await api('GET', '/nodes')).nodes;
@@ -414,6 +608,8 @@
     if (!state.nodes.size) await fetchNodes();
     const unresolved = $('unresolved-only').checked;
     const list = (await api('GET', '/conflicts?limit=200' + (unresolved ? '&unresolved=true' : ''))).conflicts;
+    // A node registered since the list was read (its first exchange may bring the conflict).
+    if (list.some((c) => (c.node_id || c.source_node_id) && !state.nodes.has(c.node_id || c.source_node_id))) await fetchNodes();
     if (unresolved) showConflictCount(list.length);
     const rows = [];
     for (const c of list) {
