@@ -778,8 +778,16 @@ impl PullStream {
                     PAGE,
                 )?;
                 let page = ((rows.len() as i64) < PAGE, rows.last().map(|e| e.seq));
+                // Entities newer than the cursor: only those the client's own push created.
+                let fresh: Vec<&str> = rows
+                    .iter()
+                    .filter(|e| e.created_seq > s.seq)
+                    .map(|e| e.entity_uuid.as_str())
+                    .collect();
+                let holders = wm::created_by(self.snap.conn(), table, &fresh, s.mark)?;
                 for e in rows {
-                    if !self.sees(&e) && !self.exited.contains(&e.entity_uuid) {
+                    let held = e.created_seq <= s.seq || holders.contains(&e.entity_uuid);
+                    if held && !self.sees(&e) && !self.exited.contains(&e.entity_uuid) {
                         items.push((e.entity_uuid, None));
                     }
                 }

@@ -236,8 +236,8 @@ pub fn gained_page(
 }
 
 /// Up to `limit` entities of one type, of one lost scope (or, with `None`, of the whole log),
-/// that the client may hold since its last pull (`created_seq <= upto`), live or deleted after
-/// it, with `seq > after_seq`, in log order.
+/// live or deleted after the client's last pull (`upto`), with `seq > after_seq`, in log order.
+/// Which of them the client may hold is the caller's rule.
 pub fn lost_page(
     conn: &mut Conn,
     entity_type: &str,
@@ -248,7 +248,6 @@ pub fn lost_page(
 ) -> StoreResult<Vec<Entity>> {
     let q = e::entities
         .filter(e::entity_type.eq(entity_type))
-        .filter(e::created_seq.le(upto))
         .filter(e::is_deleted.eq(false).or(e::seq.gt(upto)))
         .filter(e::seq.gt(after_seq))
         .limit(limit)

@@ -788,15 +788,55 @@ fn a_scope_removed_by_patch_is_deleted_in_the_next_pull() {
     let (changes, t) = pull_ok(&app, &a.token, None);
     assert_eq!(ids(&changes["tasks"]["created"]), vec!["xa", "yb", "zb"]);
 
-    // zb is edited after the pull, then the scope goes: both must go.
+    // zb is edited after the pull and the app pushes a record of its own into fam-b, then the
+    // scope goes: all three must go (and nothing of fam-a).
     put_task(&app, "zb", "b edited", "fam-b");
+    let (s, body) = push(
+        &app,
+        Some(&a.token),
+        json!({"tasks": table(json!([{"id": "mine-b", "title": "pushed", "tenant_id": "fam-b"}]),
+                              json!([]), json!([]))}),
+        t,
+    );
+    assert_eq!(s, 200, "{body}");
     set_scopes(&app, &a.id, json!(["fam-a"]));
     let (changes, t2) = pull_ok(&app, &a.token, Some(t));
     assert_eq!(
         changes,
-        json!({"tasks": table(json!([]), json!([]), json!(["yb", "zb"]))}),
+        json!({"tasks": table(json!([]), json!([]), json!(["yb", "zb", "mine-b"]))}),
         "the app must drop what its node may no longer see"
     );
     let (changes, _) = pull_ok(&app, &a.token, Some(t2));
+    assert_eq!(changes, json!({}));
+}
+
+#[test]
+fn gaining_and_losing_every_scope_is_followed_by_the_next_pulls() {
+    let app = scoped_hub();
+    let a = app.register_with("APP-A", json!({"scopes": ["fam-a"]}));
+    put_task(&app, "xa", "a", "fam-a");
+    put_task(&app, "yb", "b", "fam-b");
+    let (changes, t) = pull_ok(&app, &a.token, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["xa"]);
+
+    // `*`: the scopes the app did not see come as `created`; what it had stays `updated`.
+    set_scopes(&app, &a.id, json!(["*"]));
+    put_task(&app, "xa", "a edited", "fam-a");
+    let (changes, t2) = pull_ok(&app, &a.token, Some(t));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(
+            json!([{"id": "yb", "title": "b", "tenant_id": "fam-b"}]),
+            json!([{"id": "xa", "title": "a edited", "tenant_id": "fam-a"}]),
+            json!([]))})
+    );
+    // Back to one scope: what the app may no longer see goes.
+    set_scopes(&app, &a.id, json!(["fam-a"]));
+    let (changes, t3) = pull_ok(&app, &a.token, Some(t2));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(json!([]), json!([]), json!(["yb"]))})
+    );
+    let (changes, _) = pull_ok(&app, &a.token, Some(t3));
     assert_eq!(changes, json!({}));
 }
