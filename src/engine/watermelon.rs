@@ -7,7 +7,7 @@
 //! number that pull's snapshot saw. docs/design.md ("WatermelonDB cursors") explains why this
 //! never skips or repeats a change and how it tells `created` from `updated`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,8 +16,9 @@ use super::apply::{apply_change, object_fields, Applied, ApplyCtx, SeqAlloc};
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::{Entity, Node};
 use crate::store::pending::View;
+use crate::store::scopes::{ALL, GLOBAL};
 use crate::store::watermelon::{self as wm, Snapshot};
-use crate::store::{self, entities};
+use crate::store::{self, entities, scopes as scope_store};
 use starsync_protocol::{validate_change, Change, ClockRule, RejectReason};
 
 /// The largest cursor: JavaScript numbers are exact up to 2^53 − 1.
@@ -449,6 +450,10 @@ impl Engine {
         if let Some(v) = &view {
             tables.retain(|t| v.sees_type(t));
         }
+        let (had, created_extra, deleted_extra) = match (&view, since) {
+            (Some(v), Some(s)) => plan_view_changes(v, s.seq),
+            _ => (Had::everything(), Vec::new(), Vec::new()),
+        };
         let now = starsync_protocol::now_ts();
         let mark = self.write(|conn| {
             let mark = store::alloc_seq(conn, 1)?;
@@ -469,6 +474,10 @@ impl Engine {
             mark,
             since,
             tables,
+            had,
+            extra: [created_extra, Vec::new(), deleted_extra],
+            phase: 0,
+            exited: HashSet::new(),
             table: 0,
             list: 0,
             after: 0,
@@ -479,6 +488,100 @@ impl Engine {
             done: false,
         })
     }
+}
+
+/// One item of a list: the entity id and, for `created`/`updated`, its data.
+type Item = (String, Option<String>);
+
+/// What the client could hold at its last pull: records of the scopes its node saw then.
+#[derive(Debug)]
+struct Had {
+    /// Every scope (the node had `*`, or the hub has no scopes).
+    all: bool,
+    scopes: HashSet<String>,
+}
+
+impl Had {
+    fn everything() -> Had {
+        Had {
+            all: true,
+            scopes: HashSet::new(),
+        }
+    }
+
+    /// Whether the client could hold an entity of this scope (None: no scope value).
+    fn had_at(&self, scope: Option<&str>) -> bool {
+        self.all || scope.is_some_and(|s| self.scopes.contains(s))
+    }
+}
+
+/// Where the records a view change owes a client come from, read table by table after the
+/// table's log since the cursor.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A scope gained since the client's last pull (None: `*` was gained), for `created`.
+    Gained(Option<String>),
+    /// A scope the client had: its exits since, for `deleted`.
+    Exits(String),
+    /// A scope lost since (None: `*` was lost), for `deleted`.
+    Lost(Option<String>),
+}
+
+/// What the node's view changes since the client's last pull (`upto`, the sequence number it
+/// stands for) owe the client (PROTOCOL §10): which scopes it could hold then, where its new
+/// records come from (scopes gained since) and which deletions it is owed (exits of scopes it
+/// had, scopes lost since). A stream the node had at `upto` has `since ≤ upto`; a scope it lost
+/// after `upto` has a loss with `loss_seq > upto`. Only the node's own scopes are read.
+fn plan_view_changes(v: &View, upto: i64) -> (Had, Vec<Source>, Vec<Source>) {
+    let lost: Vec<_> = v.losses.iter().filter(|l| l.loss_seq > upto).collect();
+    let mut had = Had {
+        all: v.all && v.streams.first().is_some_and(|s| s.since <= upto),
+        scopes: HashSet::new(),
+    };
+    if !v.all {
+        for st in &v.streams {
+            if let Some(sc) = &st.scope {
+                if st.since <= upto {
+                    had.scopes.insert(sc.clone());
+                }
+            }
+        }
+    }
+    for l in &lost {
+        if l.scope == ALL {
+            had.all = true;
+        } else {
+            had.scopes.insert(l.scope.clone());
+        }
+    }
+    let mut created = Vec::new();
+    if v.all {
+        if !had.all {
+            created.push(Source::Gained(None));
+        }
+    } else if !had.all {
+        for st in &v.streams {
+            if let Some(sc) = st.scope.as_ref().filter(|sc| !had.scopes.contains(*sc)) {
+                created.push(Source::Gained(Some(sc.clone())));
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    // A node that sees everything now has nothing out of view (its types aside, and the
+    // tables are the types it sees).
+    if !v.all {
+        let mut exits: Vec<&String> = had.scopes.iter().filter(|s| *s != GLOBAL).collect();
+        exits.sort();
+        deleted.extend(exits.into_iter().map(|s| Source::Exits(s.clone())));
+        for l in &lost {
+            if l.scope == ALL {
+                deleted.push(Source::Lost(None));
+            } else if l.scope != GLOBAL && !v.sees_scope(Some(&l.scope)) {
+                deleted.push(Source::Lost(Some(l.scope.clone())));
+            }
+        }
+    }
+    (had, created, deleted)
 }
 
 /// Where an incremental pull starts: the client's cursor and the log position it stands for.
@@ -500,6 +603,15 @@ pub struct PullStream {
     mark: i64,
     since: Option<Since>,
     tables: Vec<String>,
+    /// The scopes the client could hold records of at its last pull.
+    had: Had,
+    /// Per list, the sources read after the table's log since the cursor (phase 1 on).
+    extra: [Vec<Source>; 3],
+    /// 0: the table's log since the cursor; `k` ≥ 1: `extra[list][k - 1]`.
+    phase: usize,
+    /// Ids of the current table already listed in `deleted` from exits (an entity may leave
+    /// several scopes); bounded by the exits since the cursor.
+    exited: HashSet<String>,
     table: usize,
     /// Index into [`LISTS`] of the pass under way.
     list: usize,
@@ -549,85 +661,219 @@ impl PullStream {
         }
     }
 
-    /// Reads one page of the current pass and writes the records it contributes.
+    /// Reads one page of the current pass (the table's log since the cursor, or one of the
+    /// view's changes) and writes the records it contributes.
     fn page(&mut self, out: &mut Vec<u8>) -> EngineResult<()> {
         let table = self.tables[self.table].clone();
+        let (items, exhausted) = if self.phase == 0 {
+            self.log_page(&table)?
+        } else {
+            self.extra_page(&table)?
+        };
+        for (id, data) in &items {
+            self.emit(out, &table, id, data.as_deref());
+        }
+        if exhausted {
+            self.next_phase(out);
+        }
+        Ok(())
+    }
+
+    /// A page of the table's entities changed since the cursor, sorted into the current list.
+    fn log_page(&mut self, table: &str) -> EngineResult<(Vec<Item>, bool)> {
         let from = self.after.max(self.since.map_or(0, |s| s.seq));
         let live_only = self.list < 2;
-        let rows = wm::type_page(self.snap.conn(), &table, from, live_only, PAGE)?;
+        let rows = wm::type_page(self.snap.conn(), table, from, live_only, PAGE)?;
         let exhausted = (rows.len() as i64) < PAGE;
         if let Some(last) = rows.last() {
             self.after = last.seq;
         }
-        let holders = match self.since {
-            Some(s) => {
+        let mut holders = HashSet::new();
+        let mut moved = HashMap::new();
+        if let Some(s) = self.since {
+            let fresh: Vec<&str> = rows
+                .iter()
+                .filter(|e| e.created_seq > s.seq)
+                .map(|e| e.entity_uuid.as_str())
+                .collect();
+            holders = wm::created_by(self.snap.conn(), table, &fresh, s.mark)?;
+            if self.view.is_some() {
+                // Where the older ones were at the client's last pull: it holds them only
+                // if it saw that scope then.
+                let old: Vec<&str> = rows
+                    .iter()
+                    .filter(|e| e.created_seq <= s.seq)
+                    .map(|e| e.entity_uuid.as_str())
+                    .collect();
+                moved = wm::scopes_at(self.snap.conn(), table, &old, s.seq)?;
+            }
+        }
+        let mut items = Vec::new();
+        for e in rows {
+            if self.list_of(&e, &holders, &moved) == Some(self.list) {
+                items.push(self.item(e));
+            }
+        }
+        Ok((items, exhausted))
+    }
+
+    /// A page of one of the view's changes since the client's last pull (PROTOCOL §10: an
+    /// app is told what entered and what left its view, as packet nodes are).
+    fn extra_page(&mut self, table: &str) -> EngineResult<(Vec<Item>, bool)> {
+        let Some(s) = self.since else {
+            return Ok((Vec::new(), true));
+        };
+        let source = self.extra[self.list][self.phase - 1].clone();
+        let mut items = Vec::new();
+        let (exhausted, last) = match source {
+            // A scope gained since: its live entities up to the cursor, which the client
+            // cannot hold (those after it are in the log pass).
+            Source::Gained(scope) => {
+                let rows = wm::gained_page(
+                    self.snap.conn(),
+                    table,
+                    scope.as_deref(),
+                    self.after,
+                    s.seq,
+                    PAGE,
+                )?;
+                let page = ((rows.len() as i64) < PAGE, rows.last().map(|e| e.seq));
+                for e in rows {
+                    if self.sees(&e) && !self.had.had_at(e.scope.as_deref()) {
+                        items.push(self.item(e));
+                    }
+                }
+                page
+            }
+            // Entities that left a scope the client had, after its last pull, and are not in
+            // the view now.
+            Source::Exits(scope) => {
+                let rows = scope_store::exits_of_type(
+                    self.snap.conn(),
+                    &scope,
+                    table,
+                    self.after.max(s.seq),
+                    PAGE,
+                )?;
+                let page = ((rows.len() as i64) < PAGE, rows.last().map(|x| x.seq));
+                for x in rows {
+                    let Some(e) = entities::get(self.snap.conn(), table, &x.entity_uuid)? else {
+                        continue;
+                    };
+                    if !self.sees(&e) && self.exited.insert(x.entity_uuid.clone()) {
+                        items.push((x.entity_uuid, None));
+                    }
+                }
+                page
+            }
+            // A scope the node lost since: every entity of it the client may hold and no
+            // longer sees (deleted ones included).
+            Source::Lost(scope) => {
+                let rows = wm::lost_page(
+                    self.snap.conn(),
+                    table,
+                    scope.as_deref(),
+                    s.seq,
+                    self.after,
+                    PAGE,
+                )?;
+                let page = ((rows.len() as i64) < PAGE, rows.last().map(|e| e.seq));
+                // Entities newer than the cursor: only those the client's own push created.
                 let fresh: Vec<&str> = rows
                     .iter()
                     .filter(|e| e.created_seq > s.seq)
                     .map(|e| e.entity_uuid.as_str())
                     .collect();
-                wm::created_by(self.snap.conn(), &table, &fresh, s.mark)?
+                let holders = wm::created_by(self.snap.conn(), table, &fresh, s.mark)?;
+                for e in rows {
+                    let held = e.created_seq <= s.seq || holders.contains(&e.entity_uuid);
+                    if held && !self.sees(&e) && !self.exited.contains(&e.entity_uuid) {
+                        items.push((e.entity_uuid, None));
+                    }
+                }
+                page
             }
-            None => HashSet::new(),
         };
-        for e in &rows {
-            if self.list_of(e, &holders) != Some(self.list) {
-                continue;
-            }
-            if !self.opened {
-                if self.tables_written > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(
-                    serde_json::Value::from(table.as_str())
-                        .to_string()
-                        .as_bytes(),
-                );
-                out.extend_from_slice(b":{");
-                for earlier in &LISTS[..self.list] {
-                    out.extend_from_slice(format!("\"{earlier}\":[],").as_bytes());
-                }
-                out.extend_from_slice(format!("\"{}\":[", LISTS[self.list]).as_bytes());
-                self.opened = true;
-                self.first_in_list = true;
-                self.tables_written += 1;
-            }
-            if !self.first_in_list {
+        if let Some(last) = last {
+            self.after = last;
+        }
+        Ok((items, exhausted))
+    }
+
+    /// Whether the node's view (None: no scopes) sees an entity.
+    fn sees(&self, e: &Entity) -> bool {
+        self.view
+            .as_ref()
+            .is_none_or(|v| v.sees(&e.entity_type, e.scope.as_deref()))
+    }
+
+    /// An entity as an item of the current list: its id, and its data unless `deleted`.
+    fn item(&self, e: Entity) -> Item {
+        (e.entity_uuid, (self.list < 2).then_some(e.data))
+    }
+
+    /// Writes one item of the current list, opening the table and the list if needed.
+    fn emit(&mut self, out: &mut Vec<u8>, table: &str, id: &str, data: Option<&str>) {
+        if !self.opened {
+            if self.tables_written > 0 {
                 out.push(b',');
             }
-            self.first_in_list = false;
-            if self.list == 2 {
-                out.extend_from_slice(
-                    serde_json::Value::from(e.entity_uuid.as_str())
-                        .to_string()
-                        .as_bytes(),
-                );
-            } else {
-                write_record(out, &e.entity_uuid, &e.data);
+            out.extend_from_slice(serde_json::Value::from(table).to_string().as_bytes());
+            out.extend_from_slice(b":{");
+            for earlier in &LISTS[..self.list] {
+                out.extend_from_slice(format!("\"{earlier}\":[],").as_bytes());
             }
+            out.extend_from_slice(format!("\"{}\":[", LISTS[self.list]).as_bytes());
+            self.opened = true;
+            self.first_in_list = true;
+            self.tables_written += 1;
         }
-        if exhausted {
-            self.end_pass(out);
+        if !self.first_in_list {
+            out.push(b',');
         }
-        Ok(())
+        self.first_in_list = false;
+        match data {
+            Some(data) => write_record(out, id, data),
+            None => out.extend_from_slice(serde_json::Value::from(id).to_string().as_bytes()),
+        }
+    }
+
+    /// The current phase is read to its end: the next source of this list, or the next list.
+    fn next_phase(&mut self, out: &mut Vec<u8>) {
+        self.after = 0;
+        if self.since.is_some() && self.phase < self.extra[self.list].len() {
+            self.phase += 1;
+            return;
+        }
+        self.phase = 0;
+        self.end_pass(out);
     }
 
     /// Which list an entity of the current table belongs to for this puller (None: none).
     ///
-    /// A client holds an entity when it existed at the client's last pull (the client got it
-    /// then or before), or when the client's own push created it (that push carried the
+    /// A client holds an entity when it existed at the client's last pull in a scope the
+    /// client saw then (the client got it then or before; `moved` gives the scope it has left
+    /// since, if any), or when the client's own push created it (that push carried the
     /// client's cursor, which no other client has). Held and live: `updated`; held and deleted:
     /// `deleted`; live and not held: `created`; deleted and never held: nothing to say.
-    fn list_of(&self, e: &Entity, holders: &HashSet<String>) -> Option<usize> {
-        if let Some(v) = &self.view {
-            if !v.sees(&e.entity_type, e.scope.as_deref()) {
-                return None;
-            }
+    fn list_of(
+        &self,
+        e: &Entity,
+        holders: &HashSet<String>,
+        moved: &HashMap<String, String>,
+    ) -> Option<usize> {
+        if !self.sees(e) {
+            return None;
         }
         let Some(s) = self.since else {
             return (!e.is_deleted).then_some(0);
         };
-        let holds = e.created_seq <= s.seq || holders.contains(&e.entity_uuid);
+        let scope_then = moved
+            .get(&e.entity_uuid)
+            .map(String::as_str)
+            .or(e.scope.as_deref());
+        let holds = holders.contains(&e.entity_uuid)
+            || (e.created_seq <= s.seq && self.had.had_at(scope_then));
         match (e.is_deleted, holds) {
             (false, false) => Some(0),
             (false, true) => Some(1),
@@ -660,6 +906,7 @@ impl PullStream {
             self.table += 1;
             self.list = 0;
             self.opened = false;
+            self.exited.clear();
         }
     }
 }

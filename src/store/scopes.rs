@@ -158,3 +158,20 @@ pub fn set_types(conn: &mut Conn, node_id: &str, types: Option<&str>) -> StoreRe
         .execute(conn)?;
     Ok(())
 }
+
+/// The exits of one scope and one type after `after_seq`, oldest first, at most `limit` (by the
+/// primary key `(scope, seq)`: never a row of another scope).
+pub fn exits_of_type(
+    conn: &mut Conn,
+    scope: &str,
+    entity_type: &str,
+    after_seq: i64,
+    limit: i64,
+) -> StoreResult<Vec<ScopeExit>> {
+    Ok(x::scope_exits
+        .filter(x::scope.eq(scope).and(x::seq.gt(after_seq)))
+        .filter(x::entity_type.eq(entity_type))
+        .order(x::seq.asc())
+        .limit(limit)
+        .load(conn)?)
+}

@@ -2,7 +2,7 @@
 //! push created (and for which cursor), the snapshot a pull reads, and a table's change-log
 //! pages. The rules that use them live in `engine::watermelon`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -181,4 +181,82 @@ pub fn note_sync(conn: &mut Conn, node_id: &str, pushed: bool, now: &str) -> Sto
             .execute(conn)?;
     }
     Ok(())
+}
+
+/// For each of `uuids` (of one type) that left a scope after `after_seq`: the scope it left
+/// first, i.e. the scope it was in at `after_seq` (index `scope_exits_entity`, by entity).
+pub fn scopes_at(
+    conn: &mut Conn,
+    entity_type: &str,
+    uuids: &[&str],
+    after_seq: i64,
+) -> StoreResult<HashMap<String, String>> {
+    use super::schema::scope_exits::dsl as x;
+    let mut out = HashMap::new();
+    if uuids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, String)> = x::scope_exits
+        .filter(x::entity_type.eq(entity_type))
+        .filter(x::entity_uuid.eq_any(uuids))
+        .filter(x::seq.gt(after_seq))
+        .order(x::seq.asc())
+        .select((x::entity_uuid, x::scope))
+        .load(conn)?;
+    for (uuid, scope) in rows {
+        out.entry(uuid).or_insert(scope);
+    }
+    Ok(out)
+}
+
+/// Up to `limit` live entities of one type with `after_seq < seq <= upto`, in log order, of one
+/// scope (by the `(scope, seq)` index) or, with `None`, of every scope: a scope the node gained
+/// after the client's last pull, whose older entities the client cannot hold.
+pub fn gained_page(
+    conn: &mut Conn,
+    entity_type: &str,
+    scope: Option<&str>,
+    after_seq: i64,
+    upto: i64,
+    limit: i64,
+) -> StoreResult<Vec<Entity>> {
+    let q = e::entities
+        .filter(e::entity_type.eq(entity_type))
+        .filter(e::is_deleted.eq(false))
+        .filter(e::seq.gt(after_seq).and(e::seq.le(upto)))
+        .limit(limit)
+        .into_boxed();
+    let q = match scope {
+        Some(s) => q
+            .filter(e::scope.eq(s.to_string()))
+            .order((e::scope.asc(), e::seq.asc())),
+        None => q.order(e::seq.asc()),
+    };
+    Ok(q.load(conn)?)
+}
+
+/// Up to `limit` entities of one type, of one lost scope (or, with `None`, of the whole log),
+/// live or deleted after the client's last pull (`upto`), with `seq > after_seq`, in log order.
+/// Which of them the client may hold is the caller's rule.
+pub fn lost_page(
+    conn: &mut Conn,
+    entity_type: &str,
+    scope: Option<&str>,
+    upto: i64,
+    after_seq: i64,
+    limit: i64,
+) -> StoreResult<Vec<Entity>> {
+    let q = e::entities
+        .filter(e::entity_type.eq(entity_type))
+        .filter(e::is_deleted.eq(false).or(e::seq.gt(upto)))
+        .filter(e::seq.gt(after_seq))
+        .limit(limit)
+        .into_boxed();
+    let q = match scope {
+        Some(s) => q
+            .filter(e::scope.eq(s.to_string()))
+            .order((e::scope.asc(), e::seq.asc())),
+        None => q.order(e::seq.asc()),
+    };
+    Ok(q.load(conn)?)
 }

@@ -689,3 +689,154 @@ fn scopes_limit_what_an_app_pulls_and_pushes() {
     assert!(got.iter().any(|c| c["entity_uuid"] == "theirs"));
     assert!(got.iter().all(|c| c["entity_uuid"] != "mine"));
 }
+
+/// A hub with scopes, and the admin writing a task into a scope.
+fn scoped_hub() -> TestApp {
+    TestApp::spawn_with("[scopes]\nfield = \"tenant_id\"\n", &[])
+}
+
+fn put_task(app: &TestApp, id: &str, title: &str, scope: &str) {
+    let (s, b) = app.put(
+        &format!("/api/sync/entities/tasks/{id}"),
+        Some(ADMIN),
+        &json!({"data": {"title": title, "tenant_id": scope}}),
+    );
+    assert_eq!(s, 200, "{b}");
+}
+
+fn set_scopes(app: &TestApp, node_id: &str, scopes: Value) {
+    let (s, b) = app.patch(
+        &format!("/api/sync/nodes/{node_id}"),
+        Some(ADMIN),
+        &json!({ "scopes": scopes }),
+    );
+    assert_eq!(s, 200, "{b}");
+}
+
+#[test]
+fn an_entity_moving_scope_is_deleted_for_apps_that_lose_it_and_created_for_apps_that_gain_it() {
+    let app = scoped_hub();
+    let a = app.register_with("APP-A", json!({"scopes": ["fam-a"]}));
+    let b = app.register_with("APP-B", json!({"scopes": ["fam-b"]}));
+    put_task(&app, "moving", "in a", "fam-a");
+    put_task(&app, "stays", "in a", "fam-a");
+    put_task(&app, "bs", "in b", "fam-b");
+    let (changes, ta) = pull_ok(&app, &a.token, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["moving", "stays"]);
+    let (changes, tb) = pull_ok(&app, &b.token, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["bs"]);
+
+    // The entity leaves fam-a for fam-b (edited twice, so it has several log entries).
+    put_task(&app, "moving", "now in b", "fam-b");
+    put_task(&app, "moving", "still in b", "fam-b");
+    let (changes, ta2) = pull_ok(&app, &a.token, Some(ta));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(json!([]), json!([]), json!(["moving"]))}),
+        "the A-only app must drop the record that left its view"
+    );
+    let (changes, _) = pull_ok(&app, &b.token, Some(tb));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(
+            json!([{"id": "moving", "title": "still in b", "tenant_id": "fam-b"}]),
+            json!([]), json!([]))}),
+        "the B-only app never had it: `created`, not `updated`"
+    );
+    // Told once: the next pull has nothing.
+    let (changes, _) = pull_ok(&app, &a.token, Some(ta2));
+    assert_eq!(changes, json!({}));
+}
+
+#[test]
+fn a_scope_added_by_patch_brings_its_older_entities_as_created_in_the_next_pull() {
+    let app = scoped_hub();
+    let a = app.register_with("APP-A", json!({"scopes": ["fam-a"]}));
+    put_task(&app, "xa", "a", "fam-a");
+    put_task(&app, "old-b", "b before", "fam-b");
+    put_task(&app, "old-c", "c: never seen", "fam-c");
+    let (changes, t) = pull_ok(&app, &a.token, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["xa"]);
+
+    set_scopes(&app, &a.id, json!(["fam-a", "fam-b"]));
+    put_task(&app, "new-b", "b after", "fam-b");
+    put_task(&app, "xa", "a edited", "fam-a");
+    let (changes, t2) = pull_ok(&app, &a.token, Some(t));
+    let tasks = &changes["tasks"];
+    assert_eq!(ids(&tasks["created"]), vec!["new-b", "old-b"], "{changes}");
+    assert_eq!(ids(&tasks["updated"]), vec!["xa"], "{changes}");
+    assert_eq!(ids(&tasks["deleted"]), Vec::<String>::new(), "{changes}");
+    assert!(
+        tasks["created"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"id": "old-b", "title": "b before", "tenant_id": "fam-b"})),
+        "{changes}"
+    );
+    // Nothing comes twice.
+    let (changes, _) = pull_ok(&app, &a.token, Some(t2));
+    assert_eq!(changes, json!({}));
+}
+
+#[test]
+fn a_scope_removed_by_patch_is_deleted_in_the_next_pull() {
+    let app = scoped_hub();
+    let a = app.register_with("APP-A", json!({"scopes": ["fam-a", "fam-b"]}));
+    put_task(&app, "xa", "a", "fam-a");
+    put_task(&app, "yb", "b", "fam-b");
+    put_task(&app, "zb", "b too", "fam-b");
+    let (changes, t) = pull_ok(&app, &a.token, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["xa", "yb", "zb"]);
+
+    // zb is edited after the pull and the app pushes a record of its own into fam-b, then the
+    // scope goes: all three must go (and nothing of fam-a).
+    put_task(&app, "zb", "b edited", "fam-b");
+    let (s, body) = push(
+        &app,
+        Some(&a.token),
+        json!({"tasks": table(json!([{"id": "mine-b", "title": "pushed", "tenant_id": "fam-b"}]),
+                              json!([]), json!([]))}),
+        t,
+    );
+    assert_eq!(s, 200, "{body}");
+    set_scopes(&app, &a.id, json!(["fam-a"]));
+    let (changes, t2) = pull_ok(&app, &a.token, Some(t));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(json!([]), json!([]), json!(["yb", "zb", "mine-b"]))}),
+        "the app must drop what its node may no longer see"
+    );
+    let (changes, _) = pull_ok(&app, &a.token, Some(t2));
+    assert_eq!(changes, json!({}));
+}
+
+#[test]
+fn gaining_and_losing_every_scope_is_followed_by_the_next_pulls() {
+    let app = scoped_hub();
+    let a = app.register_with("APP-A", json!({"scopes": ["fam-a"]}));
+    put_task(&app, "xa", "a", "fam-a");
+    put_task(&app, "yb", "b", "fam-b");
+    let (changes, t) = pull_ok(&app, &a.token, None);
+    assert_eq!(ids(&changes["tasks"]["created"]), vec!["xa"]);
+
+    // `*`: the scopes the app did not see come as `created`; what it had stays `updated`.
+    set_scopes(&app, &a.id, json!(["*"]));
+    put_task(&app, "xa", "a edited", "fam-a");
+    let (changes, t2) = pull_ok(&app, &a.token, Some(t));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(
+            json!([{"id": "yb", "title": "b", "tenant_id": "fam-b"}]),
+            json!([{"id": "xa", "title": "a edited", "tenant_id": "fam-a"}]),
+            json!([]))})
+    );
+    // Back to one scope: what the app may no longer see goes.
+    set_scopes(&app, &a.id, json!(["fam-a"]));
+    let (changes, t3) = pull_ok(&app, &a.token, Some(t2));
+    assert_eq!(
+        changes,
+        json!({"tasks": table(json!([]), json!([]), json!(["yb"]))})
+    );
+    let (changes, _) = pull_ok(&app, &a.token, Some(t3));
+    assert_eq!(changes, json!({}));
+}
