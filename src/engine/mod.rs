@@ -131,6 +131,9 @@ pub struct Engine {
     pub(crate) live: Arc<live::LiveHub>,
     /// PostgreSQL only: hears the other processes' commits (stops with the engine).
     _listener: Option<live::Listener>,
+    /// PostgreSQL only: refreshes the planner's statistics while the log grows
+    /// ([`store::stats`]); told the log position after every commit.
+    stats: Option<store::stats::StatsRefresher>,
 }
 
 impl Engine {
@@ -146,6 +149,7 @@ impl Engine {
         engine.health_url = Some(url.clone());
         engine._checkpointer = store::Checkpointer::spawn(&url, Duration::from_millis(250))?;
         engine._listener = live::Listener::spawn(&url, engine.live.clone())?;
+        engine.stats = store::stats::StatsRefresher::spawn(&url)?;
         Ok(engine)
     }
 
@@ -180,6 +184,7 @@ impl Engine {
             health_url: None,
             _checkpointer: None,
             _listener: None,
+            stats: None,
         })
     }
 
@@ -238,6 +243,9 @@ impl Engine {
         });
         let (value, commit) = result?;
         if let Some(commit) = commit {
+            if let (Some(stats), Some(summary)) = (&self.stats, &commit.summary) {
+                stats.note(summary.last_seq);
+            }
             self.live.publish(&commit);
         }
         Ok(value)

@@ -12,6 +12,7 @@ pub mod pending;
 pub mod queue;
 pub mod schema;
 pub mod scopes;
+pub mod stats;
 pub mod watermelon;
 
 use std::path::{Path, PathBuf};

@@ -31,6 +31,7 @@ mod node_faults;
 mod node_offline;
 mod openapi;
 mod pending_counts;
+mod planner_stats;
 mod scopes;
 mod slow_bodies;
 mod smoke;
