@@ -9,6 +9,7 @@ pub mod auth;
 pub mod exchange;
 pub mod fields;
 pub mod live;
+pub mod node_write;
 pub mod outbound;
 pub mod scopes;
 pub mod status;
