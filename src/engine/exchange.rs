@@ -108,7 +108,10 @@ impl Engine {
     /// statements, runs it again applying the changes one at a time (`run(true)`), so that a
     /// change the database refuses is rejected alone. Why: a packet cannot change once numbered,
     /// so failing the whole packet would fail every resend and stop its node for good.
-    fn apply_once_or_isolated<T>(&self, run: impl Fn(bool) -> EngineResult<T>) -> EngineResult<T> {
+    pub(crate) fn apply_once_or_isolated<T>(
+        &self,
+        run: impl Fn(bool) -> EngineResult<T>,
+    ) -> EngineResult<T> {
         match run(false) {
             Err(EngineError::Store(e)) if e.is_statement_refusal() => {
                 tracing::warn!(
