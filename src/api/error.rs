@@ -102,7 +102,7 @@ impl ResponseError for ApiError {
                 entity,
                 conflict_id,
                 ..
-            }) => (Some((**entity).clone()), conflict_id.clone()),
+            }) => (Some(entity.clone()), conflict_id.clone()),
             _ => (None, None),
         };
         let mut answer = HttpResponse::build(status);

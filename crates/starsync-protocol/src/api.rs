@@ -18,7 +18,7 @@ pub struct ErrorBody {
     /// A lost conflict of a REST entity write (409 `conflict`, PROTOCOL §11.3): the server's
     /// entity as it stands.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub entity: Option<EntityView>,
+    pub entity: Option<Box<EntityView>>,
     /// The history row that keeps the losing version (with `entity`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub conflict_id: Option<String>,
