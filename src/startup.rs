@@ -297,6 +297,8 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         error: ErrorCode::NotFound,
         message: format!("no route for {} {}", req.method(), req.path()),
         expected_packet_no: None,
+        entity: None,
+        conflict_id: None,
     })
 }
 

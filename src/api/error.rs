@@ -53,7 +53,10 @@ impl ApiError {
                 E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
                 E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
                 E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),
-                E::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+                E::Conflict(_) | E::LostConflict { .. } => {
+                    (StatusCode::CONFLICT, ErrorCode::Conflict)
+                }
+                E::TooManyChanges(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManyChanges),
                 E::TooManyStreams(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams)
                 }
@@ -94,7 +97,18 @@ impl ResponseError for ApiError {
             ApiError::Engine(EngineError::PacketGap { expected, .. }) => Some(*expected),
             _ => None,
         };
+        let (entity, conflict_id) = match self {
+            ApiError::Engine(EngineError::LostConflict {
+                entity,
+                conflict_id,
+                ..
+            }) => (Some(entity.clone()), conflict_id.clone()),
+            _ => (None, None),
+        };
         let mut answer = HttpResponse::build(status);
+        if let Some(e) = &entity {
+            answer.insert_header((actix_web::http::header::ETAG, format!("\"{}\"", e.version)));
+        }
         if code == ErrorCode::TooManyStreams {
             answer.insert_header((actix_web::http::header::RETRY_AFTER, "30"));
         }
@@ -102,6 +116,8 @@ impl ResponseError for ApiError {
             error: code,
             message,
             expected_packet_no,
+            entity,
+            conflict_id,
         })
     }
 }

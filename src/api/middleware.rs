@@ -71,6 +71,8 @@ pub async fn guard(
         error: code_for(status),
         message,
         expected_packet_no: None,
+        entity: None,
+        conflict_id: None,
     });
     // Keep what the original answer said about the connection and allowed methods.
     for name in [header::ALLOW, header::CONNECTION, header::RETRY_AFTER] {

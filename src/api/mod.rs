@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod nodes;
 pub mod openapi;
+pub mod push;
 pub mod sync;
 pub mod watermelon;
 
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     sync::configure(cfg);
     watermelon::configure(cfg);
+    push::configure(cfg);
     events::configure(cfg);
     nodes::configure(cfg);
     conflicts::configure(cfg);

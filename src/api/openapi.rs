@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, events, health, metrics, nodes, sync, watermelon};
+use super::{conflicts, entities, events, health, metrics, nodes, push, sync, watermelon};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -42,6 +42,7 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::node_status,
         watermelon::pull,
         watermelon::push,
+        push::push,
         events::events,
         nodes::list,
         nodes::patch,
@@ -54,6 +55,7 @@ pub const NODE_TOKEN: &str = "node_token";
         entities::list,
         entities::get,
         entities::put,
+        entities::patch,
         entities::delete,
     ),
     components(schemas(ErrorBody, ErrorCode)),
@@ -112,6 +114,10 @@ const ERRORS: &[(&str, &[Answers])] = &[
         "watermelon_push",
         &[AUTH, BODY, &[(409, &[E::Conflict])], INTERNAL],
     ),
+    (
+        "simple_push",
+        &[AUTH, BODY, &[(413, &[E::TooManyChanges])], INTERNAL],
+    ),
     ("metrics", &[AUTH, INTERNAL]),
     (
         "events",
@@ -141,8 +147,36 @@ const ERRORS: &[(&str, &[Answers])] = &[
     ("list_entity_types", &[AUTH, INTERNAL]),
     ("list_entities", &[AUTH, BAD_QUERY, INTERNAL]),
     ("get_entity", &[AUTH, BAD_QUERY, NOT_FOUND, INTERNAL]),
-    ("put_entity", &[AUTH, BODY, INTERNAL]),
-    ("delete_entity", &[AUTH, BAD_QUERY, NOT_FOUND, INTERNAL]),
+    (
+        "put_entity",
+        &[
+            AUTH,
+            BODY,
+            NOT_FOUND,
+            &[(409, &[E::Conflict]), (413, &[E::EntityTooLarge])],
+            INTERNAL,
+        ],
+    ),
+    (
+        "patch_entity",
+        &[
+            AUTH,
+            BODY,
+            NOT_FOUND,
+            &[(409, &[E::Conflict]), (413, &[E::EntityTooLarge])],
+            INTERNAL,
+        ],
+    ),
+    (
+        "delete_entity",
+        &[
+            AUTH,
+            BAD_QUERY,
+            NOT_FOUND,
+            &[(409, &[E::Conflict])],
+            INTERNAL,
+        ],
+    ),
 ];
 
 struct SecuritySchemes;

@@ -82,6 +82,13 @@ pub struct ApplyCtx<'a> {
     /// version gets its scope here, and one that leaves a scope writes one `scope_exits` row
     /// (O(1), whatever the number of nodes). `None` without scopes: nothing is computed.
     pub scope_of: Option<&'a ScopeOf<'a>>,
+    /// The change's `base_version` alone decides whether it is concurrent: the node's own
+    /// unacknowledged version is no exception, and an update of an entity the node deleted
+    /// itself loses to the deletion. PROTOCOL §5's exception assumes one client per node,
+    /// which a token shared by several apps is not (§11): simple push (last writer by time,
+    /// the base derived from the timestamps) and REST writes (the base is `If-Match`) set it.
+    /// False for packets.
+    pub strict_base: bool,
 }
 
 /// `(entity_type, data)` → the state's scope (`entities.scope`).
@@ -116,6 +123,7 @@ impl<'a> ApplyCtx<'a> {
             cache: HashMap::new(),
             queue_rows: None,
             scope_of: None,
+            strict_base: false,
         }
     }
 
@@ -406,7 +414,7 @@ pub fn apply_change(
     if base > e.version {
         return Ok(Err(version_ahead(base, e.version)));
     }
-    let own = is_own(&e, ctx.node_id);
+    let own = is_own(&e, ctx.node_id) && !ctx.strict_base;
     let concurrent = base < e.version && !own;
 
     if e.is_deleted {

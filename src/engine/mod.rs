@@ -9,8 +9,11 @@ pub mod auth;
 pub mod exchange;
 pub mod fields;
 pub mod live;
+pub mod node_write;
 pub mod outbound;
+pub mod rest;
 pub mod scopes;
+pub mod simple_push;
 pub mod status;
 pub mod watermelon;
 
@@ -59,6 +62,19 @@ pub enum EngineError {
     /// A write based on a state the hub has changed since (409 `conflict`), refused whole.
     #[error("{0}")]
     Conflict(String),
+    /// A node's REST entity write lost a conflict (409 `conflict`, PROTOCOL §11.3); its
+    /// transaction committed (the history row exists). The answer carries the server's entity
+    /// and the history row's id (None when the write was refused before any history row: an
+    /// `If-Match` ahead of the server).
+    #[error("{message}")]
+    LostConflict {
+        message: String,
+        entity: Box<starsync_protocol::api::EntityView>,
+        conflict_id: Option<String>,
+    },
+    /// A request carries more changes than the server takes at once (413 `too_many_changes`).
+    #[error("{0}")]
+    TooManyChanges(String),
     /// The limit of open event streams is reached (503 `too_many_streams`).
     #[error("{0}")]
     TooManyStreams(String),

@@ -9,6 +9,7 @@ pub mod history;
 pub mod models;
 pub mod nodes;
 pub mod pending;
+pub mod push;
 pub mod queue;
 pub mod schema;
 pub mod scopes;

@@ -156,3 +156,13 @@ diesel::table! {
         pull_mark -> BigInt,
     }
 }
+
+diesel::table! {
+    push_rows (node_id, row_id) {
+        node_id -> Text,
+        row_id -> Text,
+        entity_type -> Text,
+        entity_uuid -> Text,
+        created_at -> Text,
+    }
+}

@@ -203,6 +203,8 @@ impl HttpTransport {
                 text.chars().take(300).collect::<String>()
             ),
             expected_packet_no: None,
+            entity: None,
+            conflict_id: None,
         });
         if status >= 500 || status == 429 {
             TransportError::Network(format!(

@@ -15,6 +15,13 @@ pub struct ErrorBody {
     /// Only for `packet_gap`: the packet number the server expects next.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub expected_packet_no: Option<u64>,
+    /// A lost conflict of a REST entity write (409 `conflict`, PROTOCOL §11.3): the server's
+    /// entity as it stands.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub entity: Option<Box<EntityView>>,
+    /// The history row that keeps the losing version (with `entity`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub conflict_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -128,6 +128,8 @@ wire_enum! {
         /// `GET /api/sync/events`: the server's limit of open streams is reached (503); poll
         /// meanwhile and try again later.
         TooManyStreams => "too_many_streams",
+        /// A request carries more changes than the server takes at once (413): split it.
+        TooManyChanges => "too_many_changes",
         /// A code this version does not know (a newer server); the message still explains it.
         Unknown => "unknown",
     }

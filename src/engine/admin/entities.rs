@@ -121,7 +121,7 @@ impl Engine {
     }
 }
 
-fn check_entity_key(entity_type: &str, uuid: &str) -> EngineResult<()> {
+pub(crate) fn check_entity_key(entity_type: &str, uuid: &str) -> EngineResult<()> {
     let invalid = |e: InvalidId| EngineError::InvalidRequest(e.message);
     EntityType::parse(entity_type).map_err(invalid)?;
     EntityId::parse(uuid).map_err(invalid)?;
@@ -212,7 +212,7 @@ pub(super) fn stored_data(text: String, what: &str) -> EngineResult<EntityData> 
     })
 }
 
-pub(super) fn entity_view(e: Entity) -> EngineResult<EntityView> {
+pub(crate) fn entity_view(e: Entity) -> EngineResult<EntityView> {
     let data = if e.is_deleted {
         None
     } else {

@@ -77,13 +77,14 @@ fn a_node_sees_conflict_rows_only_while_the_entity_is_in_its_scopes() {
 }
 
 #[test]
-fn entity_routes_stay_admin_only() {
+fn entity_listings_stay_admin_only_and_one_entity_is_read_within_scopes() {
     let app = scoped_app();
     let a = node_with(&app, "A", &["fam-1"], None);
     let x = new_uuid();
+    let y = new_uuid();
     admin_put(&app, "Doc", &x, json!({"tenant_id": "fam-1"}));
+    admin_put(&app, "Doc", &y, json!({"tenant_id": "fam-2"}));
     for path in [
-        format!("/api/sync/entities/Doc/{x}"),
         "/api/sync/entities?entity_type=Doc".to_string(),
         "/api/sync/entity-types".to_string(),
     ] {
@@ -94,4 +95,20 @@ fn entity_routes_stay_admin_only() {
             "{path}: {body}"
         );
     }
+    // One entity with a node token is that node's read (PROTOCOL §11.3): its own scope only;
+    // another tenant's entity is exactly as missing as one that does not exist.
+    let (s, body) = app.get(&format!("/api/sync/entities/Doc/{x}"), Some(&a.token));
+    assert_eq!(
+        (s, &body["data"]["tenant_id"]),
+        (200, &json!("fam-1")),
+        "{body}"
+    );
+    let (s, other) = app.get(&format!("/api/sync/entities/Doc/{y}"), Some(&a.token));
+    let missing = new_uuid();
+    let (s2, none) = app.get(&format!("/api/sync/entities/Doc/{missing}"), Some(&a.token));
+    assert_eq!((s, s2), (404, 404), "{other} {none}");
+    assert_eq!(
+        other["message"].as_str().unwrap().replace(&y, "ID"),
+        none["message"].as_str().unwrap().replace(&missing, "ID")
+    );
 }
