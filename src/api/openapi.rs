@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, events, health, metrics, nodes, sync, watermelon};
+use super::{changes, conflicts, delta, entities, events, health, metrics, nodes, sync, watermelon};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -42,6 +42,8 @@ pub const NODE_TOKEN: &str = "node_token";
         sync::node_status,
         watermelon::pull,
         watermelon::push,
+        changes::changes,
+        delta::delta,
         events::events,
         nodes::list,
         nodes::patch,
@@ -111,6 +113,11 @@ const ERRORS: &[(&str, &[Answers])] = &[
     (
         "watermelon_push",
         &[AUTH, BODY, &[(409, &[E::Conflict])], INTERNAL],
+    ),
+    ("change_feed", &[AUTH, BAD_QUERY, INTERNAL]),
+    (
+        "delta_sync",
+        &[AUTH, BODY, &[(413, &[E::TooManyChanges])], INTERNAL],
     ),
     ("metrics", &[AUTH, INTERNAL]),
     (

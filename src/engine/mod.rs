@@ -6,6 +6,9 @@
 pub mod admin;
 pub mod apply;
 pub mod auth;
+pub mod changes;
+pub mod cursor;
+pub mod delta;
 pub mod exchange;
 pub mod fields;
 pub mod live;
@@ -62,6 +65,10 @@ pub enum EngineError {
     /// The limit of open event streams is reached (503 `too_many_streams`).
     #[error("{0}")]
     TooManyStreams(String),
+    /// A delta sync request with more changes than one request may carry (413
+    /// `too_many_changes`), refused whole.
+    #[error("{0}")]
+    TooManyChanges(String),
     /// Well-formed JSON whose fields are missing or malformed (422).
     #[error("{0}")]
     InvalidRequest(String),

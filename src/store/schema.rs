@@ -27,6 +27,7 @@ diesel::table! {
         acked_seq -> BigInt,
         registered_seq -> BigInt,
         types -> Nullable<Text>,
+        last_device -> Nullable<Text>,
     }
 }
 
@@ -154,5 +155,12 @@ diesel::table! {
         entity_type -> Text,
         entity_uuid -> Text,
         pull_mark -> BigInt,
+    }
+}
+
+diesel::table! {
+    time_cursors (at) {
+        at -> Text,
+        seq -> BigInt,
     }
 }
