@@ -3,17 +3,15 @@
 
 use std::time::Instant;
 
-use serde_json::value::RawValue;
-
 use crate::store::models::{InPacketReport, Node};
-use crate::store::{nodes, pending, queue, scopes, Conn, StoreError};
+use crate::store::{nodes, pending, queue, scopes, Conn};
 use starsync_protocol::api::{ChangeError, ConflictReport};
 use starsync_protocol::{
-    self, echo_field, schema_major, validate_change, validate_text, Change, ClockRule, Packet,
+    self, echo_field, schema_major, validate_change, validate_text, ClockRule, Packet,
 };
 use starsync_protocol::{ErrorCode, RejectReason};
 
-use super::apply::{apply_change, apply_change_isolated, Applied, ApplyCtx, SeqAlloc};
+use super::apply::{Applied, ApplyCtx, SeqAlloc};
 use super::live::AdminEvent;
 use super::outbound::Budget;
 use super::{outbound, Engine, EngineError, EngineResult};
@@ -124,7 +122,7 @@ impl Engine {
     }
 
     /// Inside a write transaction: acknowledgment, then the packet's changes (`isolate`: each
-    /// change in its own savepoint, see [`apply_change_isolated`]).
+    /// change in its own savepoint, see [`super::apply::apply_change_isolated`]).
     fn receive_in_tx(
         &self,
         conn: &mut Conn,
@@ -201,12 +199,10 @@ impl Engine {
             .map(|c| validate_change(c, &clock))
             .collect();
         let mut ctx = ApplyCtx::new(&node.id, now, seq, self.settings.server.max_entity_bytes);
-        // With scopes: who this node is allowed to write as, and each new state's scope.
+        // With scopes: who this node is allowed to write as (its view; unscoped and free
+        // without `[scopes]`), and each new state's scope.
         let scoping = self.scoping();
-        let view = match scoping {
-            Some(_) => Some(self.view(conn, node)?),
-            None => None,
-        };
+        let view = self.view(conn, node)?;
         let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
         ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
         ctx.preload(
@@ -235,50 +231,8 @@ impl Engine {
                     continue;
                 }
             };
-            // The scope rules (PROTOCOL §10) decide before the conflict rules; a stamped scope
-            // makes a copy of the change carrying the stamped data.
-            let stamped;
-            let mut was_stamped = false;
-            let c = match (&scoping, &view) {
-                (Some(sc), Some(v)) => {
-                    let existing = ctx.current(conn, &c.entity_type, &c.entity_uuid)?;
-                    match sc.check_write(
-                        v,
-                        existing.as_ref(),
-                        &c.entity_type,
-                        valid.operation,
-                        c.data_text(),
-                    ) {
-                        Err(r) => {
-                            report.reject(rejected(r.reason, r.message));
-                            continue;
-                        }
-                        Ok(Some(data)) => {
-                            let raw = RawValue::from_string(data).map_err(|e| {
-                                StoreError::Corrupt(format!("stamping a scope broke the JSON: {e}"))
-                            })?;
-                            stamped = Change {
-                                data: Some(raw),
-                                ..(*c).clone()
-                            };
-                            was_stamped = true;
-                            &stamped
-                        }
-                        Ok(None) => c,
-                    }
-                }
-                _ => c,
-            };
-            let rules = self.settings.conflicts.rules(&c.entity_type);
-            let strategy = self.settings.conflicts.strategy_for(&c.entity_type);
-            let applied = if isolate {
-                apply_change_isolated(conn, &mut ctx, rules, strategy, c, &valid)?
-            } else {
-                apply_change(conn, &mut ctx, rules, strategy, c, &valid)?
-            };
-            if was_stamped {
-                ctx.unhold(&c.entity_type, &c.entity_uuid, &c.change_id);
-            }
+            // The scope rules, then the conflict rules (`node_write`).
+            let applied = self.apply_node_change(conn, &mut ctx, &view, c, &valid, isolate)?;
             match applied {
                 Ok(Applied::Done) => report.processed_count += 1,
                 Ok(Applied::Conflict(r)) => {

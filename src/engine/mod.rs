@@ -12,6 +12,7 @@ pub mod delta;
 pub mod exchange;
 pub mod fields;
 pub mod live;
+pub mod node_write;
 pub mod outbound;
 pub mod scopes;
 pub mod status;

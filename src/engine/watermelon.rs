@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::apply::{apply_change, object_fields, Applied, ApplyCtx, SeqAlloc};
+use super::apply::{object_fields, Applied, ApplyCtx, SeqAlloc};
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::{Entity, Node};
 use crate::store::pending::View;
@@ -285,10 +285,7 @@ impl Engine {
             // With scopes (PROTOCOL §10): what this node may see and write, and each new
             // state's scope, exactly as for its packets.
             let scoping = self.scoping();
-            let view = match scoping {
-                Some(_) => Some(self.view(conn, node)?),
-                None => None,
-            };
+            let view = self.view(conn, node)?;
             let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
             ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
             // Only well-formed keys reach a query (PostgreSQL refuses a NUL in any text); the
@@ -308,10 +305,7 @@ impl Engine {
                     continue;
                 };
                 // Outside the node's view: refused below, and nothing about it is told here.
-                if view
-                    .as_ref()
-                    .is_some_and(|v| !v.sees(&e.entity_type, e.scope.as_deref()))
-                {
+                if scoping.is_some() && !view.sees(&e.entity_type, e.scope.as_deref()) {
                     continue;
                 }
                 let changed_since = e.seq > seen;
@@ -352,50 +346,8 @@ impl Engine {
                         rej.message
                     ))
                 })?;
-                // The scope rules decide first (they may stamp the node's one scope).
-                let stamped;
-                let change = match (&scoping, &view) {
-                    (Some(sc), Some(v)) => match sc.check_write(
-                        v,
-                        existing.as_ref(),
-                        &r.table,
-                        valid.operation,
-                        change.data_text(),
-                    ) {
-                        Err(rej) if refused_per_record(rej.reason) => {
-                            rejected
-                                .entry(r.table.clone())
-                                .or_default()
-                                .push(r.id.clone());
-                            continue;
-                        }
-                        Err(rej) => {
-                            return Err(EngineError::InvalidRequest(format!(
-                                "{}#{}: {}; nothing was applied",
-                                r.table,
-                                short(&r.id),
-                                rej.message
-                            )))
-                        }
-                        Ok(Some(data)) => {
-                            let raw = RawValue::from_string(data).map_err(|e| {
-                                store::StoreError::Corrupt(format!(
-                                    "stamping a scope broke the JSON: {e}"
-                                ))
-                            })?;
-                            stamped = Change {
-                                data: Some(raw),
-                                ..change
-                            };
-                            stamped
-                        }
-                        Ok(None) => change,
-                    },
-                    _ => change,
-                };
-                let rules = self.settings.conflicts.rules(&r.table);
-                let strategy = self.settings.conflicts.strategy_for(&r.table);
-                match apply_change(conn, &mut ctx, rules, strategy, &change, &valid)? {
+                // The scope rules, then the conflict rules (`node_write`).
+                match self.apply_node_change(conn, &mut ctx, &view, &change, &valid, false)? {
                     Ok(Applied::Done) | Ok(Applied::Conflict(_)) => {
                         if existing.is_none() && r.kind != Kind::Deleted {
                             created.entry(&r.table).or_default().push(&r.id);
