@@ -160,7 +160,7 @@ fn a_reader_paging_while_a_writer_writes_skips_nothing_and_repeats_nothing() {
         let base = app.base.clone();
         let mut desk = desk;
         std::thread::spawn(move || {
-            for round in 0..8u64 {
+            for round in 0..30u64 {
                 let changes = ids
                     .iter()
                     .enumerate()
@@ -178,7 +178,9 @@ fn a_reader_paging_while_a_writer_writes_skips_nothing_and_repeats_nothing() {
     let mut seen: HashSet<(String, i64)> = HashSet::new();
     let mut latest: BTreeMap<String, i64> = BTreeMap::new();
     let mut since: Option<String> = None;
+    let mut pages = 0;
     loop {
+        pages += 1;
         let finished = done.load(std::sync::atomic::Ordering::SeqCst);
         let q = match &since {
             Some(s) => format!("?limit=5&since={s}"),
@@ -201,6 +203,7 @@ fn a_reader_paging_while_a_writer_writes_skips_nothing_and_repeats_nothing() {
         }
     }
     writer.join().unwrap();
+    assert!(pages > 3, "the reader read while the writer wrote ({pages} pages)");
     // The server's final log: every entity's last version was read.
     for u in &ids {
         let (s, e) = app.entity("Item", u);

@@ -8,11 +8,13 @@
 
 mod helpers;
 
+mod change_feed;
 mod cli_offline;
 mod commit_order;
 mod config_errors;
 mod conflicts;
 mod dashboard;
+mod delta;
 mod delivery;
 mod entity_ids;
 mod entity_listing;
