@@ -9,8 +9,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::{ApiError, ApiResult};
 use super::extract::{bearer, blocking};
 use crate::engine::changes::FeedQuery;
-use crate::engine::EngineError;
 use crate::engine::Engine;
+use crate::engine::EngineError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -57,9 +57,7 @@ impl ApiError {
                 E::TooManyStreams(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams)
                 }
-                E::TooManyChanges(_) => {
-                    (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManyChanges)
-                }
+                E::TooManyChanges(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManyChanges),
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }

@@ -41,9 +41,8 @@ impl FeedQuery {
             Some(list) => {
                 let mut set = BTreeSet::new();
                 for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    starsync_protocol::EntityType::parse(t).map_err(|e| {
-                        EngineError::InvalidRequest(format!("types: {e}"))
-                    })?;
+                    starsync_protocol::EntityType::parse(t)
+                        .map_err(|e| EngineError::InvalidRequest(format!("types: {e}")))?;
                     set.insert(t.to_string());
                 }
                 Some(set)
@@ -120,12 +119,18 @@ impl Engine {
                         &e.entity_uuid,
                         &e.data,
                         &[
-                            ("updated_at", serde_json::Value::from(e.updated_at).to_string()),
+                            (
+                                "updated_at",
+                                serde_json::Value::from(e.updated_at).to_string(),
+                            ),
                             ("version", e.version.to_string()),
                         ],
                     );
                 }
-                Item::State(e) => deleted.entry(e.entity_type).or_default().push(e.entity_uuid),
+                Item::State(e) => deleted
+                    .entry(e.entity_type)
+                    .or_default()
+                    .push(e.entity_uuid),
                 Item::Left {
                     entity_type,
                     entity_uuid,

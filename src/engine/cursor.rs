@@ -129,7 +129,7 @@ pub fn hand_out(conn: &mut Conn, seq: i64) -> StoreResult<(String, i64)> {
     if let Some(at) = store::time_of(conn, seq)? {
         return Ok((at, seq));
     }
-    let (below, above) = store::neighbours(conn, seq)?;
+    let store::Neighbours { below, above } = store::neighbours(conn, seq)?;
     let floor = below
         .as_ref()
         .and_then(|(at, _)| starsync_protocol::parse_ts(at))
@@ -146,7 +146,9 @@ pub fn hand_out(conn: &mut Conn, seq: i64) -> StoreResult<(String, i64)> {
     };
     let text = format_time(candidate);
     let fits = above.as_deref().is_none_or(|a| text.as_str() < a)
-        && below.as_ref().is_none_or(|(b, _)| b.as_str() < text.as_str());
+        && below
+            .as_ref()
+            .is_none_or(|(b, _)| b.as_str() < text.as_str());
     if !fits {
         if let Some((at, s)) = below {
             return Ok((at, s));
@@ -160,7 +162,7 @@ pub fn hand_out(conn: &mut Conn, seq: i64) -> StoreResult<(String, i64)> {
 #[derive(Debug)]
 pub enum Item {
     /// The entity's current state (a tombstone when `is_deleted`).
-    State(Entity),
+    State(Box<Entity>),
     /// The entity left the reader's scopes: told as a deletion, without data.
     Left {
         entity_type: String,
@@ -282,13 +284,11 @@ impl LogRead<'_> {
                     if !self.sees(&e.entity_type, e.scope.as_deref()) || skip(&e) {
                         continue;
                     }
-                    Item::State(e)
+                    Item::State(Box::new(e))
                 } else {
                     let Some(x) = exits.next() else { break };
                     if self.types.is_some_and(|t| !t.contains(&x.entity_type))
-                        || self
-                            .view
-                            .is_some_and(|v| !v.sees_type(&x.entity_type))
+                        || self.view.is_some_and(|v| !v.sees_type(&x.entity_type))
                     {
                         continue;
                     }
@@ -356,8 +356,19 @@ mod tests {
     #[test]
     fn parses_cursors() {
         assert_eq!(Since::parse("42").unwrap(), Since::Seq(42));
-        assert_eq!(Since::parse("9007199254740991").unwrap(), Since::Seq(MAX_CURSOR));
-        for bad in ["0", "9007199254740992", "-1", "1.5", "abc", "2026-13-01T00:00:00Z", ""] {
+        assert_eq!(
+            Since::parse("9007199254740991").unwrap(),
+            Since::Seq(MAX_CURSOR)
+        );
+        for bad in [
+            "0",
+            "9007199254740992",
+            "-1",
+            "1.5",
+            "abc",
+            "2026-13-01T00:00:00Z",
+            "",
+        ] {
             assert!(Since::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(

@@ -142,7 +142,10 @@ fn to_change(c: &DeltaChange, now: &str) -> Result<Change, ChangeRejection> {
         operation: operation.into(),
         base_version: Some(base),
         version: None,
-        updated_at: c.client_timestamp.clone().unwrap_or_else(|| now.to_string()),
+        updated_at: c
+            .client_timestamp
+            .clone()
+            .unwrap_or_else(|| now.to_string()),
         data: if operation == "DELETE" {
             None
         } else {
@@ -278,9 +281,7 @@ impl Engine {
         let translated: Vec<_> = req
             .changes
             .iter()
-            .map(|c| {
-                to_change(c, now).and_then(|ch| validate_change(&ch, clock).map(|v| (ch, v)))
-            })
+            .map(|c| to_change(c, now).and_then(|ch| validate_change(&ch, clock).map(|v| (ch, v))))
             .collect();
         // Only valid keys reach a query (PostgreSQL refuses a NUL in any text).
         ctx.preload(

@@ -29,12 +29,18 @@ pub fn time_of(conn: &mut Conn, seq: i64) -> StoreResult<Option<String>> {
         .optional()?)
 }
 
+/// The handed-out times around a point of the log.
+#[derive(Debug, Default)]
+pub struct Neighbours {
+    /// The time and point just below.
+    pub below: Option<(String, i64)>,
+    /// The time just above.
+    pub above: Option<String>,
+}
+
 /// The handed-out times just below and just above `seq` (by the unique index on `seq`; times
 /// grow with sequence numbers, so these are also the neighbouring times).
-pub fn neighbours(
-    conn: &mut Conn,
-    seq: i64,
-) -> StoreResult<(Option<(String, i64)>, Option<String>)> {
+pub fn neighbours(conn: &mut Conn, seq: i64) -> StoreResult<Neighbours> {
     let below = t::time_cursors
         .filter(t::seq.lt(seq))
         .order(t::seq.desc())
@@ -47,7 +53,7 @@ pub fn neighbours(
         .select(t::at)
         .first(conn)
         .optional()?;
-    Ok((below, above))
+    Ok(Neighbours { below, above })
 }
 
 pub fn insert(conn: &mut Conn, at: &str, seq: i64) -> StoreResult<()> {

@@ -84,7 +84,10 @@ fn without_since_every_live_entity_then_changes_since_the_cursor() {
     let (_, raw) = app.get("/api/sync/changes", Some(&reader.token));
     assert!(raw.to_string().contains("title"));
     let cursor = first["cursor"].as_i64().expect("a numeric cursor");
-    let time = first["updatedAt"].as_str().expect("an ISO time").to_string();
+    let time = first["updatedAt"]
+        .as_str()
+        .expect("an ISO time")
+        .to_string();
     assert!(cursor >= 1);
 
     // Nothing new: an empty page, the same point of the log.
@@ -92,12 +95,23 @@ fn without_since_every_live_entity_then_changes_since_the_cursor() {
     assert_eq!(records(&same), vec![]);
     assert_eq!(deleted(&same), vec![]);
     assert_eq!(same["cursor"].as_i64(), Some(cursor));
-    assert_eq!(same["updatedAt"].as_str(), Some(time.as_str()), "one time per point");
-    assert_eq!(same["since"], json!(cursor), "a number is echoed as a number");
+    assert_eq!(
+        same["updatedAt"].as_str(),
+        Some(time.as_str()),
+        "one time per point"
+    );
+    assert_eq!(
+        same["since"],
+        json!(cursor),
+        "a number is echoed as a number"
+    );
 
     desk.sync(
         &app,
-        vec![upsert("Task", &a, 1, json!({"title": "a2"})), delete("Task", &b, 1)],
+        vec![
+            upsert("Task", &a, 1, json!({"title": "a2"})),
+            delete("Task", &b, 1),
+        ],
     );
     for since in [cursor.to_string(), time.clone()] {
         let page = feed(&app, &reader.token, &format!("?since={since}"));
@@ -105,7 +119,10 @@ fn without_since_every_live_entity_then_changes_since_the_cursor() {
         assert_eq!(deleted(&page), vec![key("Task", &b)], "{since}");
         assert_eq!(page["entities"]["Task"][0]["version"], json!(2));
         assert!(page["cursor"].as_i64().unwrap() > cursor);
-        assert!(page["updatedAt"].as_str().unwrap() > time.as_str(), "times grow");
+        assert!(
+            page["updatedAt"].as_str().unwrap() > time.as_str(),
+            "times grow"
+        );
     }
     // Types asked for.
     let only = feed(&app, &reader.token, "?types=Project");
@@ -164,7 +181,7 @@ fn a_reader_paging_while_a_writer_writes_skips_nothing_and_repeats_nothing() {
                 let changes = ids
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| (*i as u64 + round) % 3 != 0)
+                    .filter(|(i, _)| !(*i as u64 + round).is_multiple_of(3))
                     .map(|(_, u)| {
                         let base_v = desk.version_of("Item", u);
                         upsert("Item", u, base_v, json!({"round": round}))
@@ -203,7 +220,10 @@ fn a_reader_paging_while_a_writer_writes_skips_nothing_and_repeats_nothing() {
         }
     }
     writer.join().unwrap();
-    assert!(pages > 3, "the reader read while the writer wrote ({pages} pages)");
+    assert!(
+        pages > 3,
+        "the reader read while the writer wrote ({pages} pages)"
+    );
     // The server's final log: every entity's last version was read.
     for u in &ids {
         let (s, e) = app.entity("Item", u);
@@ -244,7 +264,10 @@ fn a_handed_out_time_is_exact_and_any_other_instant_means_committed_after_it() {
         &reader.token,
         &format!("?since={}", other.replace('+', "%2B")),
     );
-    assert!(records(&arbitrary).contains(&key("Note", &b)), "{arbitrary}");
+    assert!(
+        records(&arbitrary).contains(&key("Note", &b)),
+        "{arbitrary}"
+    );
     let truncated = format!("{}Z", &t1[..19]);
     let page = feed(&app, &reader.token, &format!("?since={truncated}"));
     assert!(records(&page).contains(&key("Note", &b)), "{page}");
@@ -297,7 +320,12 @@ fn a_scoped_node_sees_only_its_tenant_and_is_told_when_an_entity_leaves() {
     );
 
     // x moves from t1 to t2; y changes in t2.
-    admin_put(&app, "Task", &x, json!({"tenant_id": "t2", "title": "x moved"}));
+    admin_put(
+        &app,
+        "Task",
+        &x,
+        json!({"tenant_id": "t2", "title": "x moved"}),
+    );
     admin_put(&app, "Task", &y, json!({"tenant_id": "t2", "title": "y2"}));
     let c1 = p1["cursor"].as_i64().unwrap();
     let n1 = feed(&app, &one.token, &format!("?since={c1}"));
@@ -306,10 +334,7 @@ fn a_scoped_node_sees_only_its_tenant_and_is_told_when_an_entity_leaves() {
     assert!(!n1.to_string().contains("moved") && !n1.to_string().contains(&y));
     let c2 = p2["updatedAt"].as_str().unwrap();
     let n2 = feed(&app, &two.token, &format!("?since={c2}"));
-    assert_eq!(
-        records(&n2),
-        sorted(vec![key("Task", &x), key("Task", &y)])
-    );
+    assert_eq!(records(&n2), sorted(vec![key("Task", &x), key("Task", &y)]));
     assert_eq!(deleted(&n2), vec![]);
     // An instant before everything: still nothing of another tenant.
     let all = feed(&app, &one.token, "?since=2000-01-01T00:00:00Z");

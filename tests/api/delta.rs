@@ -70,7 +70,12 @@ fn a_partial_update_merges_with_a_server_edit_without_conflict() {
     let last = a["last_sync_at"].as_str().unwrap().to_string();
 
     // The server changes the title; the client marks the task done, based on version 1.
-    admin_put(&app, "Task", &t, json!({"title": "Roof repair", "status": "open"}));
+    admin_put(
+        &app,
+        "Task",
+        &t,
+        json!({"title": "Roof repair", "status": "open"}),
+    );
     let b = delta(
         &app,
         &phone.token,
@@ -86,7 +91,10 @@ fn a_partial_update_merges_with_a_server_edit_without_conflict() {
     let sc = &b["server_changes"][0];
     assert_eq!(sc["entity_id"], json!(t));
     assert_eq!(sc["action"], json!("update"));
-    assert_eq!(sc["data"], json!({"title": "Roof repair", "status": "done"}));
+    assert_eq!(
+        sc["data"],
+        json!({"title": "Roof repair", "status": "done"})
+    );
     assert_eq!(sc["version"], json!(3));
     assert!(app.conflicts(&format!("?entity_uuid={t}")).is_empty());
 }
@@ -165,7 +173,11 @@ fn delete_wins_over_a_stale_update() {
     assert_eq!(c["resolution"], json!("delete_wins:server"));
     assert_eq!(c["server_data"], Value::Null);
     assert_eq!(app.conflicts(&format!("?entity_uuid={e}")).len(), 1);
-    assert_eq!(app.entity("Estimate", &e).1["deleted"], json!(true), "still deleted");
+    assert_eq!(
+        app.entity("Estimate", &e).1["deleted"],
+        json!(true),
+        "still deleted"
+    );
 
     // A client delete of an entity changed meanwhile deletes it (delete wins, client side).
     let f = new_uuid();
@@ -203,7 +215,10 @@ fn timestamp_wins_by_client_timestamp() {
         json!({"last_sync_at": null, "changes": [newer]}),
     );
     assert_eq!(a["success"], json!(true), "{a}");
-    assert_eq!(a["conflicts"][0]["resolution"], json!("timestamp_wins:client"));
+    assert_eq!(
+        a["conflicts"][0]["resolution"],
+        json!("timestamp_wins:client")
+    );
     assert_eq!(data_of(&app, "Note", &n1).1["text"], json!("client"));
     let b = delta(
         &app,
@@ -211,7 +226,10 @@ fn timestamp_wins_by_client_timestamp() {
         json!({"last_sync_at": null, "changes": [older]}),
     );
     assert_eq!(b["success"], json!(false), "{b}");
-    assert_eq!(b["conflicts"][0]["resolution"], json!("timestamp_wins:server"));
+    assert_eq!(
+        b["conflicts"][0]["resolution"],
+        json!("timestamp_wins:server")
+    );
     assert_eq!(data_of(&app, "Note", &n2).1["text"], json!("server"));
     assert_eq!(app.conflicts(&format!("?entity_uuid={n2}")).len(), 1);
 }
@@ -315,7 +333,11 @@ fn server_changes_come_in_commit_order_pages_with_has_more() {
     assert_eq!(answers, 3);
     assert_eq!(got, ids, "commit order, nothing twice");
     // Nothing new since.
-    let r = delta(&app, &phone.token, json!({"last_sync_at": last, "changes": []}));
+    let r = delta(
+        &app,
+        &phone.token,
+        json!({"last_sync_at": last, "changes": []}),
+    );
     assert!(server_ops(&r).is_empty());
     // An update from the desk comes as `update`, a deletion as `delete`.
     desk.sync(
@@ -325,7 +347,11 @@ fn server_changes_come_in_commit_order_pages_with_has_more() {
             delete("Item", &ids[1], 1),
         ],
     );
-    let r = delta(&app, &phone.token, json!({"last_sync_at": last, "changes": []}));
+    let r = delta(
+        &app,
+        &phone.token,
+        json!({"last_sync_at": last, "changes": []}),
+    );
     assert_eq!(
         server_ops(&r),
         vec![
@@ -339,7 +365,11 @@ fn server_changes_come_in_commit_order_pages_with_has_more() {
 fn another_device_on_the_same_token_receives_the_changes_and_the_device_is_shown() {
     let app = TestApp::spawn();
     let node = app.register("SHARED");
-    let start = delta(&app, &node.token, json!({"last_sync_at": null, "changes": []}));
+    let start = delta(
+        &app,
+        &node.token,
+        json!({"last_sync_at": null, "changes": []}),
+    );
     let t0 = start["last_sync_at"].as_str().unwrap().to_string();
     let x = new_uuid();
     let a = delta(
@@ -349,7 +379,10 @@ fn another_device_on_the_same_token_receives_the_changes_and_the_device_is_shown
             change("Estimate", &x, "create", json!({"name": "x"}), None)
         ]}),
     );
-    assert!(server_ops(&a).is_empty(), "its own change is not echoed: {a}");
+    assert!(
+        server_ops(&a).is_empty(),
+        "its own change is not echoed: {a}"
+    );
     let b = delta(
         &app,
         &node.token,
@@ -377,7 +410,12 @@ fn a_scoped_node_writes_and_reads_only_its_tenant_and_hears_of_a_scope_move() {
     let app = scoped_app();
     let one = node_with(&app, "ONE", &["t1"], None);
     let (mine, theirs) = (new_uuid(), new_uuid());
-    admin_put(&app, "Task", &theirs, json!({"tenant_id": "t2", "title": "secret"}));
+    admin_put(
+        &app,
+        "Task",
+        &theirs,
+        json!({"tenant_id": "t2", "title": "secret"}),
+    );
     let a = delta(
         &app,
         &one.token,
@@ -400,9 +438,23 @@ fn a_scoped_node_writes_and_reads_only_its_tenant_and_hears_of_a_scope_move() {
     let last = a["last_sync_at"].clone();
 
     // The admin moves `mine` to t2 and changes `theirs` again: ONE hears of the move only.
-    admin_put(&app, "Task", &mine, json!({"tenant_id": "t2", "title": "moved"}));
-    admin_put(&app, "Task", &theirs, json!({"tenant_id": "t2", "title": "secret2"}));
-    let b = delta(&app, &one.token, json!({"last_sync_at": last, "changes": []}));
+    admin_put(
+        &app,
+        "Task",
+        &mine,
+        json!({"tenant_id": "t2", "title": "moved"}),
+    );
+    admin_put(
+        &app,
+        "Task",
+        &theirs,
+        json!({"tenant_id": "t2", "title": "secret2"}),
+    );
+    let b = delta(
+        &app,
+        &one.token,
+        json!({"last_sync_at": last, "changes": []}),
+    );
     assert_eq!(
         server_ops(&b),
         vec![("Task".to_string(), mine.clone(), "delete".to_string())]
