@@ -369,3 +369,91 @@ fn bad_parameters_and_tokens_are_refused() {
     let (s, _) = app.get("/api/sync/changes", None);
     assert_eq!(s, 401);
 }
+
+fn get_from(base: &str, path: &str, token: &str) -> Value {
+    let resp = ureq::get(&format!("{base}{path}"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    resp.into_json().unwrap()
+}
+
+#[test]
+fn several_processes_hand_out_times_that_grow_with_the_log() {
+    let app = TestApp::spawn();
+    let other = ServerProcess::spawn(&app);
+    let bases = vec![app.base.clone(), other.base.clone()];
+    let reader = app.register("FEED");
+    let mut desk = app.register("DESK");
+    let ids: Vec<String> = (0..6).map(|_| new_uuid()).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (ids, done, bases) = (ids.clone(), done.clone(), bases.clone());
+        std::thread::spawn(move || {
+            for round in 0..20u64 {
+                let changes = ids
+                    .iter()
+                    .map(|u| upsert("Item", u, desk.version_of("Item", u), json!({"r": round})))
+                    .collect();
+                desk.sync_at(&bases[round as usize % 2], changes);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    // Two readers, each alternating between the processes, pages of 4.
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (bases, token, done) = (bases.clone(), reader.token.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut handed = Vec::new();
+                let mut seen = HashSet::new();
+                let mut since: Option<String> = None;
+                for i in 0.. {
+                    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                    let q = match &since {
+                        Some(s) => format!("/api/sync/changes?limit=4&since={s}"),
+                        None => "/api/sync/changes?limit=4".to_string(),
+                    };
+                    let page = get_from(&bases[(i + r) % 2], &q, &token);
+                    for rec in page["entities"]["Item"].as_array().into_iter().flatten() {
+                        let pair = (
+                            rec["id"].as_str().unwrap().to_string(),
+                            rec["version"].as_i64().unwrap(),
+                        );
+                        assert!(seen.insert(pair.clone()), "{pair:?} read twice");
+                    }
+                    let time = page["updatedAt"].as_str().unwrap().to_string();
+                    handed.push((page["cursor"].as_i64().unwrap(), time.clone()));
+                    since = Some(time);
+                    if finished && !page["has_more"].as_bool().unwrap() {
+                        break;
+                    }
+                }
+                (handed, seen)
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    let mut all = Vec::new();
+    for h in readers {
+        let (handed, seen) = h.join().unwrap();
+        for u in &ids {
+            let (_, e) = app.entity("Item", u);
+            let last = e["version"].as_i64().unwrap();
+            assert!(seen.contains(&(u.clone(), last)), "{u} v{last} was read");
+        }
+        // Each reader's cursors never decrease.
+        assert!(handed.windows(2).all(|w| w[0].0 <= w[1].0), "{handed:?}");
+        all.extend(handed);
+    }
+    // Across readers and processes: one time per point, and times grow with points.
+    all.sort();
+    for w in all.windows(2) {
+        let ((c1, t1), (c2, t2)) = (&w[0], &w[1]);
+        if c1 == c2 {
+            assert_eq!(t1, t2, "one time per point");
+        } else {
+            assert!(t1 < t2, "{c1} {t1} / {c2} {t2}");
+        }
+    }
+}
