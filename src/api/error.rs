@@ -54,10 +54,10 @@ impl ApiError {
                 E::CodeTaken(_) => (StatusCode::CONFLICT, ErrorCode::CodeTaken),
                 E::AlreadyResolved(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyResolved),
                 E::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+                E::TooManyChanges(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManyChanges),
                 E::TooManyStreams(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams)
                 }
-                E::TooManyChanges(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManyChanges),
                 E::InvalidRequest(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
                 }

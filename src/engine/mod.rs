@@ -63,13 +63,12 @@ pub enum EngineError {
     /// A write based on a state the hub has changed since (409 `conflict`), refused whole.
     #[error("{0}")]
     Conflict(String),
+    /// A request carries more changes than the server takes at once (413 `too_many_changes`).
+    #[error("{0}")]
+    TooManyChanges(String),
     /// The limit of open event streams is reached (503 `too_many_streams`).
     #[error("{0}")]
     TooManyStreams(String),
-    /// A delta sync request with more changes than one request may carry (413
-    /// `too_many_changes`), refused whole.
-    #[error("{0}")]
-    TooManyChanges(String),
     /// Well-formed JSON whose fields are missing or malformed (422).
     #[error("{0}")]
     InvalidRequest(String),

@@ -128,8 +128,7 @@ wire_enum! {
         /// `GET /api/sync/events`: the server's limit of open streams is reached (503); poll
         /// meanwhile and try again later.
         TooManyStreams => "too_many_streams",
-        /// A delta sync request (PROTOCOL §11.2) carries more than 500 changes (413): nothing was
-        /// applied; send them in several requests.
+        /// A request carries more changes than the server takes at once (413): split it.
         TooManyChanges => "too_many_changes",
         /// A code this version does not know (a newer server); the message still explains it.
         Unknown => "unknown",
