@@ -2,8 +2,10 @@
 //! Each module exposes one `configure`.
 
 pub mod budget;
+pub mod changes;
 pub mod conflicts;
 pub mod dashboard;
+pub mod delta;
 pub mod entities;
 pub mod error;
 pub mod events;
@@ -49,6 +51,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     sync::configure(cfg);
     watermelon::configure(cfg);
     push::configure(cfg);
+    changes::configure(cfg);
+    delta::configure(cfg);
     events::configure(cfg);
     nodes::configure(cfg);
     conflicts::configure(cfg);

@@ -17,7 +17,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{conflicts, entities, events, health, metrics, nodes, push, sync, watermelon};
+use super::{
+    changes, conflicts, delta, entities, events, health, metrics, nodes, push, sync, watermelon,
+};
 
 /// The security scheme of the admin token (`STARSYNC_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -43,6 +45,8 @@ pub const NODE_TOKEN: &str = "node_token";
         watermelon::pull,
         watermelon::push,
         push::push,
+        changes::changes,
+        delta::delta,
         events::events,
         nodes::list,
         nodes::patch,
@@ -116,6 +120,11 @@ const ERRORS: &[(&str, &[Answers])] = &[
     ),
     (
         "simple_push",
+        &[AUTH, BODY, &[(413, &[E::TooManyChanges])], INTERNAL],
+    ),
+    ("change_feed", &[AUTH, BAD_QUERY, INTERNAL]),
+    (
+        "delta_sync",
         &[AUTH, BODY, &[(413, &[E::TooManyChanges])], INTERNAL],
     ),
     ("metrics", &[AUTH, INTERNAL]),

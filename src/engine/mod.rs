@@ -6,6 +6,9 @@
 pub mod admin;
 pub mod apply;
 pub mod auth;
+pub mod changes;
+pub mod cursor;
+pub mod delta;
 pub mod exchange;
 pub mod fields;
 pub mod live;

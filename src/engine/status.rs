@@ -70,6 +70,7 @@ impl Engine {
                 sent_packet_no: n.sent_packet_no,
                 received_packet_no: n.received_packet_no,
                 acked_packet_no: n.acked_packet_no,
+                last_device: n.last_device,
             })
         })
     }

@@ -137,16 +137,29 @@ fn strip_bookkeeping(fields: &[(String, Box<RawValue>)]) -> String {
 /// Appends the pulled record of an entity: `{"id": <entity id>, ...data}` without
 /// bookkeeping fields (a `data` field named `id` is the entity id's place, and is replaced).
 fn write_record(out: &mut Vec<u8>, id: &str, data: &str) {
+    write_record_with(out, id, data, &[]);
+}
+
+/// [`write_record`] followed by the hub's own fields `extra` (name, JSON text), which take the
+/// place of `data` fields of the same names: the change feed's records (PROTOCOL §11.3) are
+/// WatermelonDB's plus `updated_at` and `version`.
+pub(crate) fn write_record_with(out: &mut Vec<u8>, id: &str, data: &str, extra: &[(&str, String)]) {
     out.extend_from_slice(b"{\"id\":");
     out.extend_from_slice(serde_json::Value::from(id).to_string().as_bytes());
     for (k, v) in object_fields(data).unwrap_or_default() {
-        if BOOKKEEPING.contains(&k.as_str()) {
+        if BOOKKEEPING.contains(&k.as_str()) || extra.iter().any(|(name, _)| *name == k) {
             continue;
         }
         out.push(b',');
         out.extend_from_slice(serde_json::Value::from(k.as_str()).to_string().as_bytes());
         out.push(b':');
         out.extend_from_slice(v.get().as_bytes());
+    }
+    for (name, json) in extra {
+        out.push(b',');
+        out.extend_from_slice(serde_json::Value::from(*name).to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(json.as_bytes());
     }
     out.push(b'}');
 }

@@ -3,6 +3,7 @@
 //! The backend is chosen explicitly from the database URL's scheme ([`DbUrl::parse`]). All
 //! queries here are synchronous: callers on async workers wrap them in `web::block`.
 
+pub mod cursor;
 pub mod entities;
 pub mod group;
 pub mod history;

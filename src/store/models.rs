@@ -33,6 +33,8 @@ pub struct Node {
     pub registered_seq: i64,
     /// The entity types the node receives and may write (a JSON array); `None` = every type.
     pub types: Option<String>,
+    /// Delta sync's last `device_id` (PROTOCOL §11.2), informational.
+    pub last_device: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]

@@ -27,6 +27,7 @@ diesel::table! {
         acked_seq -> BigInt,
         registered_seq -> BigInt,
         types -> Nullable<Text>,
+        last_device -> Nullable<Text>,
     }
 }
 
@@ -164,5 +165,12 @@ diesel::table! {
         entity_type -> Text,
         entity_uuid -> Text,
         created_at -> Text,
+    }
+}
+
+diesel::table! {
+    time_cursors (at) {
+        at -> Text,
+        seq -> BigInt,
     }
 }

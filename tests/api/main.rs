@@ -8,12 +8,14 @@
 
 mod helpers;
 
+mod change_feed;
 mod cli_offline;
 mod commit_order;
 mod config_errors;
 mod conflicts;
 mod dashboard;
 mod delivery;
+mod delta;
 mod entity_ids;
 mod entity_listing;
 mod events;

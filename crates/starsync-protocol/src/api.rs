@@ -147,6 +147,10 @@ pub struct NodeStatus {
     /// The entity types it synchronizes; absent = every type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
+    /// The `device_id` of the node's last delta sync (PROTOCOL §11.2), informational; absent
+    /// until one named a device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_device: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +196,10 @@ pub struct NodeInfo {
     /// The entity types it synchronizes; absent = every type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
+    /// The `device_id` of the node's last delta sync (PROTOCOL §11.2); absent until one named
+    /// a device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_device: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

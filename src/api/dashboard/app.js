@@ -550,6 +550,7 @@
         el('td', { class: 'num' }, node.pending_changes),
         timeCell(node.last_sync_in),
         timeCell(node.last_sync_out),
+        el('td', { class: 'muted' }, node.last_device || '–'),
         timeCell(node.created_at),
         el('td', { class: 'actions' },
           node.active
@@ -557,7 +558,7 @@
             : el('button', { type: 'button', class: 'node-enable', onclick: () => setActive(node, true) }, 'Enable'),
           el('button', { type: 'button', class: 'node-rotate', onclick: () => rotate(node) }, 'Rotate token'))));
     }
-    if (!nodes.length) rows.push(el('tr', {}, el('td', { colspan: 8, class: 'muted' }, 'No node is registered yet.')));
+    if (!nodes.length) rows.push(el('tr', {}, el('td', { colspan: 9, class: 'muted' }, 'No node is registered yet.')));
     fillRows($('nodes-table').tBodies[0], rows);
   }
 

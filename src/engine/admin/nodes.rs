@@ -82,6 +82,7 @@ impl Engine {
                 acked_seq: 0,
                 registered_seq: crate::store::last_seq(conn)?,
                 types: types_json(&types),
+                last_device: None,
             };
             nodes::insert(conn, &node)?;
             if self.settings.scopes.is_some() {
@@ -196,5 +197,6 @@ pub(crate) fn node_info(n: Node, pending: i64, view: &View) -> NodeInfo {
         pending_changes: pending,
         scopes: view.scoped.then(|| view.scope_list()),
         types: view.type_list(),
+        last_device: n.last_device,
     }
 }
