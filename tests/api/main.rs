@@ -13,6 +13,7 @@ mod cli_offline;
 mod commit_order;
 mod config_errors;
 mod conflicts;
+mod cross_protocol;
 mod dashboard;
 mod delivery;
 mod delta;
