@@ -4,8 +4,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::budget::MemoryBudget;
-use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, blocking, content_length, parse_json, read_body};
+use super::error::ApiResult;
+use super::extract::{blocking, node_and_body};
 use crate::engine::delta::DeltaRequest;
 use crate::engine::Engine;
 
@@ -65,16 +65,7 @@ async fn delta(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let token = bearer(&req);
-    let node = blocking(&engine, move |e| e.require_node(token.as_deref())).await?;
-    let limit = engine.settings().server.max_body_bytes;
-    let _lease = budget
-        .bodies
-        .lease(content_length(&req).unwrap_or(limit).min(limit))
-        .await?;
-    let body = read_body(&req, payload, limit, ApiError::TooLarge).await?;
-    let request: DeltaRequest = parse_json(&body)?;
-    drop(body);
+    let (node, request): (_, DeltaRequest) = node_and_body(&engine, &budget, &req, payload).await?;
     let answer = blocking(&engine, move |e| e.delta_sync(&node, request)).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

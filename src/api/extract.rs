@@ -164,6 +164,27 @@ pub async fn admin(engine: &web::Data<Engine>, req: &HttpRequest) -> ApiResult<(
     blocking(engine, move |e| e.require_admin(token.as_deref())).await
 }
 
+/// The caller as a node, and its request body read within the memory budget and parsed as a
+/// JSON object: what every node-token write endpoint of another client protocol starts with
+/// (delta, simple push, WatermelonDB push). The token is checked before a byte of the body is
+/// read, so an unknown caller cannot make the server buffer anything.
+pub async fn node_and_body<T: DeserializeOwned>(
+    engine: &web::Data<Engine>,
+    budget: &web::Data<super::budget::MemoryBudget>,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<(crate::store::models::Node, T)> {
+    let token = bearer(req);
+    let node = blocking(engine, move |e| e.require_node(token.as_deref())).await?;
+    let limit = engine.settings().server.max_body_bytes;
+    let _lease = budget
+        .bodies
+        .lease(content_length(req).unwrap_or(limit).min(limit))
+        .await?;
+    let body = read_body(req, payload, limit, ApiError::TooLarge).await?;
+    Ok((node, parse_json(&body)?))
+}
+
 /// A `limit` query parameter: absent or empty gives `default`; anything but a whole number from
 /// 1 to `max` is 422 `invalid_request` (one rule for every paged admin list).
 pub fn limit_param(raw: Option<&str>, default: i64, max: i64) -> ApiResult<i64> {

@@ -458,16 +458,12 @@ fn exchange_events(
         }),
     )];
     if !report.duplicate {
-        events.extend(report.conflicts.iter().map(|c| {
-            AdminEvent::new(
-                "conflict",
-                serde_json::json!({
-                    "node_id": node.id,
-                    "node_code": node.code,
-                    "conflict": c,
-                }),
-            )
-        }));
+        events.extend(
+            report
+                .conflicts
+                .iter()
+                .map(|c| AdminEvent::conflict(node, c)),
+        );
     }
     events
 }

@@ -112,6 +112,22 @@ impl AdminEvent {
         }
     }
 
+    /// A conflict for the dashboards: which node's change met it, and its report — the same
+    /// event whichever protocol the node wrote through.
+    pub fn conflict(
+        node: &crate::store::models::Node,
+        report: &starsync_protocol::api::ConflictReport,
+    ) -> AdminEvent {
+        AdminEvent::new(
+            "conflict",
+            serde_json::json!({
+                "node_id": node.id,
+                "node_code": node.code,
+                "conflict": report,
+            }),
+        )
+    }
+
     /// A node event after which the node's open streams must end: it was disabled or its token
     /// rotated, and a stream opened with the old credentials must not outlive them; or its
     /// scopes or types changed (`view_changed`), and a stream must not keep deciding with the

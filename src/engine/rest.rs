@@ -202,14 +202,7 @@ impl Engine {
                 Ok(match applied {
                     Applied::Done => (Outcome::Done(after), Vec::new()),
                     Applied::Conflict(c) => {
-                        let event = AdminEvent::new(
-                            "conflict",
-                            serde_json::json!({
-                                "node_id": node.id,
-                                "node_code": node.code,
-                                "conflict": c,
-                            }),
-                        );
+                        let event = AdminEvent::conflict(node, &c);
                         let outcome = if c.conflict_resolution.winner == Winner::Client {
                             Outcome::Done(after)
                         } else {

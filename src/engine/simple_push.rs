@@ -260,16 +260,7 @@ impl Engine {
                 let events = report
                     .conflicts
                     .iter()
-                    .map(|c| {
-                        AdminEvent::new(
-                            "conflict",
-                            serde_json::json!({
-                                "node_id": node.id,
-                                "node_code": node.code,
-                                "conflict": c,
-                            }),
-                        )
-                    })
+                    .map(|c| AdminEvent::conflict(node, c))
                     .collect();
                 Ok((report, events))
             })
