@@ -70,9 +70,13 @@ run() {
 }
 echo "== every operation but the exchange and the event stream, with the admin token"
 run "$admin" admin --exclude-operation-id exchange --exclude-operation-id events
-echo "== the node routes (the exchange, WatermelonDB pull and push), with a node token"
+echo "== the node routes (exchange, WatermelonDB, change feed, delta, simple push, REST entities), with a node token"
 run "$node_token" node --include-operation-id exchange \
-  --include-operation-id watermelon_pull --include-operation-id watermelon_push
+  --include-operation-id watermelon_pull --include-operation-id watermelon_push \
+  --include-operation-id change_feed --include-operation-id delta_sync \
+  --include-operation-id simple_push --include-operation-id get_entity \
+  --include-operation-id put_entity --include-operation-id patch_entity \
+  --include-operation-id delete_entity
 # GET /api/sync/events answers an endless stream to a valid token (by design: PROTOCOL §12), so
 # every example would run into the request timeout. It is checked here with a token the server
 # does not know (bounded answers: 401 with the JSON error body), and its streams by
