@@ -19,6 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+#[cfg(feature = "postgres")]
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -262,7 +263,11 @@ pub fn notify_in_tx(conn: &mut Conn, commit: &Commit) -> StoreResult<()> {
                 .execute(pg)?;
             Ok(())
         }
-        store::DbConn::Sqlite(_) => Ok(()),
+        store::DbConn::Sqlite(_) => {
+            // One process per SQLite file's writers: nobody else to tell.
+            let _ = commit;
+            Ok(())
+        }
     }
 }
 
@@ -530,18 +535,22 @@ pub struct Listener {
 /// notification and the workspace forbids the `unsafe` a raw `poll()` on its socket would need,
 /// so the thread does one non-blocking read this often: the delay a notification can add, and
 /// a cost per process, not per stream.
+#[cfg(feature = "postgres")]
 const LISTEN_TICK: Duration = Duration::from_millis(2);
 
 /// How often it reads when nothing was heard for [`LISTEN_BUSY`]: an idle process then wakes
 /// 100 times a second instead of 500 (measured: 1.9 % of a core at 2 ms), and the first
 /// notification after a quiet spell waits at most this long.
+#[cfg(feature = "postgres")]
 const LISTEN_IDLE_TICK: Duration = Duration::from_millis(10);
 
 /// How long after a notification the listener keeps reading every [`LISTEN_TICK`].
+#[cfg(feature = "postgres")]
 const LISTEN_BUSY: Duration = Duration::from_secs(2);
 
 /// How often the listener proves its connection alive with a query (a connection dropped
 /// without a word, by a firewall say, is otherwise silent).
+#[cfg(feature = "postgres")]
 const LISTEN_PROBE: Duration = Duration::from_secs(5);
 
 impl Listener {
