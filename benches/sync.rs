@@ -2048,19 +2048,23 @@ fn peer_phases(opts: &Opts, r: &mut Report) {
     let per_client = 1_000 / opts.scale;
     let clients = 50;
     let dir = tempfile::tempdir().unwrap();
+    // Packet size on both sides: the products' defaults unless `STARSYNC_BENCH_PEER_BATCH`
+    // says otherwise (to compare packet sizes on the same work).
+    let batch: usize = std::env::var("STARSYNC_BENCH_PEER_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(starsync_node::DEFAULT_BATCH_SIZE as usize);
     let init = |server: &Server, code: &str| {
-        Node::init(
-            dir.path().join(code),
-            InitOptions::register(&server.base, code).admin_token(ADMIN),
-        )
-        .unwrap()
+        let mut o = InitOptions::register(&server.base, code).admin_token(ADMIN);
+        o.batch_size = batch as i64;
+        Node::init(dir.path().join(code), o).unwrap()
     };
     let mut figures = BTreeMap::new();
     let mut peak = 0f64;
 
     // Upload and download, then the round trip between the same two nodes.
     {
-        let server = Server::start(opts, 100);
+        let server = Server::start(opts, batch);
         let a = init(&server, "peer-a");
         let local = Instant::now();
         let uuids: Vec<String> = (0..n)
@@ -2117,7 +2121,7 @@ fn peer_phases(opts: &Opts, r: &mut Report) {
 
     // 50 fresh nodes each pull the same 1,000 records at once.
     {
-        let server = Server::start(opts, 100);
+        let server = Server::start(opts, batch);
         let w = init(&server, "peer-w");
         for i in 0..per_client {
             w.create("Estimate", &entity(i)).unwrap();
