@@ -78,10 +78,10 @@ pub struct ApplyCtx<'a> {
     /// Whether `sync_changes` may hold rows (checked once per packet): when it is empty, a new
     /// version has no per-node rows to clear, and the DELETE is skipped.
     queue_rows: Option<bool>,
-    /// With scopes: the scope of a state, `(entity_type, data)` → `entities.scope`. Every new
+    /// With scopes: the rules that give a state its scope (`entities.scope`). Every new
     /// version gets its scope here, and one that leaves a scope writes one `scope_exits` row
     /// (O(1), whatever the number of nodes). `None` without scopes: nothing is computed.
-    pub scope_of: Option<&'a ScopeOf<'a>>,
+    pub scoping: Option<super::scopes::Scoping<'a>>,
     /// The change's `base_version` alone decides whether it is concurrent: the node's own
     /// unacknowledged version is no exception, and an update of an entity the node deleted
     /// itself loses to the deletion. PROTOCOL §5's exception assumes one client per node,
@@ -90,9 +90,6 @@ pub struct ApplyCtx<'a> {
     /// False for packets.
     pub strict_base: bool,
 }
-
-/// `(entity_type, data)` → the state's scope (`entities.scope`).
-pub type ScopeOf<'f> = dyn Fn(&str, &str) -> Option<String> + 'f;
 
 /// One cached entity and what must be written for it at flush.
 #[derive(Clone)]
@@ -122,7 +119,7 @@ impl<'a> ApplyCtx<'a> {
             max_entity_bytes,
             cache: HashMap::new(),
             queue_rows: None,
-            scope_of: None,
+            scoping: None,
             strict_base: false,
         }
     }
@@ -200,8 +197,8 @@ impl<'a> ApplyCtx<'a> {
 
     /// Records the entity's new state; written at [`ApplyCtx::flush`].
     fn put(&mut self, conn: &mut Conn, mut e: Entity) -> StoreResult<()> {
-        if let Some(scope_of) = self.scope_of {
-            e.scope = scope_of(&e.entity_type, &e.data);
+        if let Some(sc) = self.scoping {
+            e.scope = sc.entity_scope(&e.entity_type, &e.data);
             let key = (e.entity_type.clone(), e.entity_uuid.clone());
             let old = self.cache.get(&key).and_then(|s| s.entity.as_ref());
             if let Some(Some(left)) = old

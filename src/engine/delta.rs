@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::apply::{object_fields, Applied, ApplyCtx, SeqAlloc};
+use super::apply::{object_fields, Applied, SeqAlloc};
 use super::cursor::{hand_out, resolve, Item, LogRead, Since};
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::Node;
@@ -269,15 +269,7 @@ impl Engine {
     ) -> EngineResult<Applying> {
         let mut out = Applying::default();
         let mut seq = SeqAlloc::begin(conn)?;
-        let mut ctx = ApplyCtx::new(
-            &node.id,
-            now,
-            &mut seq,
-            self.settings.server.max_entity_bytes,
-        );
-        let scoping = self.scoping();
-        let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
-        ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
+        let mut ctx = self.node_ctx(&node.id, now, &mut seq);
         let translated: Vec<_> = req
             .changes
             .iter()

@@ -11,7 +11,7 @@ use starsync_protocol::{
 };
 use starsync_protocol::{ErrorCode, RejectReason};
 
-use super::apply::{Applied, ApplyCtx, SeqAlloc};
+use super::apply::{Applied, SeqAlloc};
 use super::live::AdminEvent;
 use super::outbound::Budget;
 use super::{outbound, Engine, EngineError, EngineResult};
@@ -201,13 +201,10 @@ impl Engine {
             .iter()
             .map(|c| validate_change(c, &clock))
             .collect();
-        let mut ctx = ApplyCtx::new(&node.id, now, seq, self.settings.server.max_entity_bytes);
+        let mut ctx = self.node_ctx(&node.id, now, seq);
         // With scopes: who this node is allowed to write as (its view; unscoped and free
         // without `[scopes]`), and each new state's scope.
-        let scoping = self.scoping();
         let view = self.view(conn, node)?;
-        let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
-        ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
         ctx.preload(
             conn,
             p.changes

@@ -19,9 +19,23 @@ use starsync_protocol::{Change, ChangeRejection, ValidChange};
 pub type NodeWriteOutcome = Result<Result<Applied, ChangeRejection>, StoreError>;
 
 impl Engine {
+    /// The [`ApplyCtx`] of one node's changes in a write transaction: the hub's entity size
+    /// limit and, with `[scopes]`, the rules that give each new state its scope. Every protocol
+    /// starts its node writes here, so none can forget a limit or the scope bookkeeping.
+    pub fn node_ctx<'a>(
+        &'a self,
+        node_id: &'a str,
+        now: &'a str,
+        seq: &'a mut super::apply::SeqAlloc,
+    ) -> ApplyCtx<'a> {
+        let mut ctx = ApplyCtx::new(node_id, now, seq, self.settings.server.max_entity_bytes);
+        ctx.scoping = self.scoping();
+        ctx
+    }
+
     /// Applies one node change that passed [`starsync_protocol::validate_change`], inside the
     /// caller's write transaction and [`ApplyCtx`] (whose `node_id` is the author and whose
-    /// `scope_of` the caller set from [`Engine::scoping`]).
+    /// `scoping` the caller set from [`Engine::scoping`]).
     ///
     /// - `view`: the node's view ([`Engine::view`]; without `[scopes]` it is unscoped and
     ///   costs nothing). With scopes, [`super::scopes::Scoping::check_write`] decides first,

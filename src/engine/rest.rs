@@ -7,7 +7,7 @@
 //! `EngineError::LostConflict` is returned after the commit, never from inside it).
 
 use super::admin::entities::{check_entity_key, entity_view};
-use super::apply::{Applied, ApplyCtx, SeqAlloc};
+use super::apply::{Applied, SeqAlloc};
 use super::live::AdminEvent;
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::{Entity, Node};
@@ -151,18 +151,10 @@ impl Engine {
             self.write_noting(|conn| {
                 let mut seq = SeqAlloc::begin(conn)?;
                 let view = self.view(conn, node)?;
-                let mut ctx = ApplyCtx::new(
-                    &node.id,
-                    &now,
-                    &mut seq,
-                    self.settings.server.max_entity_bytes,
-                );
+                let mut ctx = self.node_ctx(&node.id, &now, &mut seq);
                 // `If-Match` is the base whoever wrote the current version: several apps may
                 // share this node's token.
                 ctx.strict_base = true;
-                let scoping = self.scoping();
-                let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
-                ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
                 let existing = ctx.current(conn, entity_type, uuid)?;
                 let visible = existing.as_ref().filter(|e| sees(self, &view, e));
                 // A deletion or an `If-Match` needs an entity the node can see; outside its

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::apply::{Applied, ApplyCtx, SeqAlloc};
+use super::apply::{Applied, SeqAlloc};
 use super::live::AdminEvent;
 use super::{Engine, EngineError, EngineResult};
 use crate::config::Strategy;
@@ -162,16 +162,8 @@ impl Engine {
             self.write_noting(|conn| {
                 let mut seq = SeqAlloc::begin(conn)?;
                 let view = self.view(conn, node)?;
-                let mut ctx = ApplyCtx::new(
-                    &node.id,
-                    &now,
-                    &mut seq,
-                    self.settings.server.max_entity_bytes,
-                );
+                let mut ctx = self.node_ctx(&node.id, &now, &mut seq);
                 ctx.strict_base = true;
-                let scoping = self.scoping();
-                let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
-                ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
                 let valid_ids: Vec<&str> = checked
                     .iter()
                     .filter_map(|c| c.as_ref().ok())

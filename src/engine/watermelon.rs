@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::apply::{object_fields, Applied, ApplyCtx, SeqAlloc};
+use super::apply::{object_fields, Applied, SeqAlloc};
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::{Entity, Node};
 use crate::store::pending::View;
@@ -276,18 +276,11 @@ impl Engine {
             // Changes after this sequence number are the ones the client has not seen.
             let seen = wm::pull_snapshot(conn, mark)?.unwrap_or(mark);
             let mut seq = SeqAlloc::begin(conn)?;
-            let mut ctx = ApplyCtx::new(
-                &node.id,
-                &now,
-                &mut seq,
-                self.settings.server.max_entity_bytes,
-            );
+            let mut ctx = self.node_ctx(&node.id, &now, &mut seq);
             // With scopes (PROTOCOL §10): what this node may see and write, and each new
             // state's scope, exactly as for its packets.
             let scoping = self.scoping();
             let view = self.view(conn, node)?;
-            let scope_fn = scoping.map(|sc| move |t: &str, d: &str| sc.entity_scope(t, d));
-            ctx.scope_of = scope_fn.as_ref().map(|f| f as &super::apply::ScopeOf<'_>);
             // Only well-formed keys reach a query (PostgreSQL refuses a NUL in any text); the
             // others fail the push with the packets' own message below.
             ctx.preload(

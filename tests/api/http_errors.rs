@@ -1035,3 +1035,56 @@ fn array_bodies_are_refused_and_change_nothing() {
     // The packet itself is still number 1: nothing was used up.
     assert_eq!(a.sync(&app, vec![]).status, 200);
 }
+
+/// PROTOCOL §11: every other client protocol authenticates like packets — a disabled node's
+/// token is refused (401) on each of them, and nothing it sent is applied.
+#[test]
+fn a_disabled_node_is_refused_by_every_client_protocol() {
+    let app = TestApp::spawn();
+    let n = app.register("GONE");
+    let (s, body) = app.post(
+        &format!("/api/sync/nodes/{}/disable", n.id),
+        Some(ADMIN),
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let id = new_uuid();
+    let writes = [
+        (
+            "/api/sync/delta",
+            json!({"last_sync_at": null, "changes": [
+                {"entity_type": "Task", "entity_id": id, "action": "create", "data": {"n": 1}}]}),
+        ),
+        (
+            "/api/sync/push",
+            json!({"changes": [{"id": "q-1", "entity_id": id, "entity_type": "Task",
+                "action": "CREATE", "payload": {"n": 1}, "timestamp": 1_700_000_000_000_i64}]}),
+        ),
+        (
+            "/api/sync/watermelon/push",
+            json!({"changes": {"Task": {"created": [{"id": id, "n": 1}], "updated": [],
+                "deleted": []}}, "last_pulled_at": 1}),
+        ),
+    ];
+    for (path, body) in writes {
+        let (s, answer) = app.post(path, Some(&n.token), &body);
+        assert_eq!(s, 401, "{path}: {answer}");
+        assert_eq!(answer["error"], "unauthorized", "{path}: {answer}");
+    }
+    let (s, answer) = app.put(
+        &format!("/api/sync/entities/Task/{id}"),
+        Some(&n.token),
+        &json!({"data": {"n": 1}}),
+    );
+    assert_eq!(s, 401, "REST PUT: {answer}");
+    for path in [
+        "/api/sync/changes".to_string(),
+        "/api/sync/watermelon/pull?last_pulled_at=null".to_string(),
+        format!("/api/sync/entities/Task/{id}"),
+    ] {
+        let (s, answer) = app.get(&path, Some(&n.token));
+        assert_eq!(s, 401, "{path}: {answer}");
+    }
+    // Nothing any of them sent exists.
+    assert_eq!(app.entity("Task", &id).0, 404);
+}
