@@ -284,7 +284,11 @@ const scenarios = [
   [
     'concurrent edit: the push is refused (409), the client pulls, merges per column, pushes again',
     async () => {
-      const x = state.tasks[3]
+      // A record not done yet, so the desktop's edit below really changes it (a record already
+      // done, such as the one B finished above, would make that edit a no-op and the push
+      // would rightly go through). Not one of those the next scenario uses.
+      const now = await contents(A, 'tasks')
+      const x = state.tasks.find((id, i) => i !== 4 && i !== 5 && !now[id].done)
       await update(A, 'tasks', x, { title: 'title by A' })
       let refused
       try {
