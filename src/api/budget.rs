@@ -97,7 +97,8 @@ pub fn inflated_bound(body_len: usize, max_packet: usize) -> usize {
         .min(max_packet)
 }
 
-/// One pool of bytes.
+/// One pool of bytes (cheap to clone: clones share the bytes).
+#[derive(Clone)]
 pub struct Pool {
     sem: Arc<Semaphore>,
     capacity: usize,
@@ -132,6 +133,17 @@ impl Pool {
             .await
             .map_err(closed)?;
         Ok(Lease { permit, exclusive })
+    }
+
+    /// `bytes` at once if they are free now, else `None` (nothing held): for a stage already on
+    /// a blocking thread, which takes the lease without a trip back to the async worker and
+    /// falls back to [`Pool::lease`] only when memory is short.
+    pub fn try_lease(&self, bytes: usize) -> Option<Lease> {
+        let want = units(bytes);
+        let exclusive = want >= self.capacity;
+        let n = want.min(self.capacity) as u32;
+        let permit = self.sem.clone().try_acquire_many_owned(n).ok()?;
+        Some(Lease { permit, exclusive })
     }
 }
 
@@ -186,6 +198,21 @@ mod tests {
         let big = pool.lease(100 * UNIT).await.unwrap();
         assert!(big.exclusive());
         assert_eq!(big.bytes(), 10 * UNIT);
+    }
+
+    #[test]
+    fn try_lease_takes_only_what_is_free_now() {
+        let pool = Pool::new(10 * UNIT);
+        let a = pool.try_lease(8 * UNIT).expect("free");
+        assert!(pool.try_lease(4 * UNIT).is_none(), "only 2 KiB are free");
+        let b = pool
+            .clone()
+            .try_lease(2 * UNIT)
+            .expect("a clone shares the pool");
+        drop(a);
+        assert!(pool.try_lease(4 * UNIT).is_some());
+        drop(b);
+        assert!(pool.try_lease(100 * UNIT).expect("free").exclusive());
     }
 
     #[test]

@@ -101,31 +101,63 @@ async fn answer_exchange(
         .packets
         .lease(PACKET_FACTOR * inflated_bound(body.len(), max_packet))
         .await?;
-    let (packet, inflated) = blocking(&engine, move |_| decode_envelope(&body, max_packet)).await?;
-    drop(body_lease);
-    packet_lease.shrink_to(PACKET_FACTOR * inflated);
+    // A large body is decoded before the writer's turn, so the turn is never held while its
+    // inflated bound waits in the packet pool; a small one (every idle exchange) is decoded in
+    // the same trip to a blocking thread as the rest.
+    let input = if body.len() > INLINE_DECODE_BYTES {
+        let (packet, inflated) =
+            blocking(&engine, move |_| decode_envelope(&body, max_packet)).await?;
+        drop(body_lease);
+        packet_lease.shrink_to(PACKET_FACTOR * inflated);
+        Input::Packet(packet)
+    } else {
+        Input::Body(body, body_lease)
+    };
 
     // The answer's estimate reads what is pending for the node (one query, but slow when
     // large entities crowd the database): it runs in the writer's turn, so estimates never
-    // take every blocking thread.
+    // take every blocking thread. When the answer's memory is free at once, the exchange and
+    // the answer's gzip follow on the same blocking thread: one trip instead of four (each
+    // trip is a thread wake-up, a sizeable part of an idle exchange).
     let turn = budget.writer_turn().await?;
+    let answers = budget.answers.clone();
     let caller = node.clone();
-    let answer_bytes = blocking(&engine, move |e| e.next_answer_bytes(&caller)).await?;
-    let mut answer_lease = budget
-        .answers
-        .lease(ANSWER_FACTOR * answer_bytes.max(ANSWER_FLOOR))
-        .await?;
-    let reserved = if answer_lease.exclusive() {
-        usize::MAX
-    } else {
-        answer_lease.bytes() / ANSWER_FACTOR
+    let stage = blocking(&engine, move |e| {
+        let packet = match input {
+            Input::Packet(packet) => packet,
+            Input::Body(body, body_lease) => {
+                let (packet, inflated) = decode_envelope(&body, max_packet)?;
+                drop((body, body_lease));
+                packet_lease.shrink_to(PACKET_FACTOR * inflated);
+                packet
+            }
+        };
+        let want = ANSWER_FACTOR * e.next_answer_bytes(&caller)?.max(ANSWER_FLOOR);
+        Ok(match answers.try_lease(want) {
+            Some(lease) => {
+                let (outcome, gz) = exchange_and_encode(e, &caller, packet, &lease)?;
+                Stage::Done(outcome, gz, lease, packet_lease)
+            }
+            None => Stage::Wait(packet, want, packet_lease),
+        })
+    })
+    .await?;
+    let (outcome, gz, mut answer_lease, packet_lease) = match stage {
+        Stage::Done(outcome, gz, lease, packet_lease) => (outcome, gz, lease, packet_lease),
+        Stage::Wait(packet, want, packet_lease) => {
+            let lease = budget.answers.lease(want).await?;
+            let (outcome, lease) = blocking(&engine, move |e| {
+                exchange_and_encode(e, &node, packet, &lease).map(|done| (done, lease))
+            })
+            .await?;
+            let (outcome, gz) = outcome;
+            (outcome, gz, lease, packet_lease)
+        }
     };
-    let outcome = blocking(&engine, move |e| e.exchange(&node, packet, reserved)).await?;
     drop(turn);
     drop(packet_lease);
 
-    let ExchangeOutcome { report, answer, .. } = outcome;
-    let gz = blocking(&engine, move |_| Ok(codec::encode_packet(&answer))).await?;
+    let ExchangeOutcome { report, .. } = outcome;
     answer_lease.shrink_to(gz.len());
     let message = if report.duplicate {
         "Duplicate packet: already applied, acknowledged again".to_string()
@@ -152,6 +184,42 @@ async fn answer_exchange(
         .content_type("application/json")
         .body(AnswerBody::new(&fields, gz, answer_lease));
     Ok((report, answer))
+}
+
+/// Bodies up to this size are decoded in the exchange's one trip to a blocking thread (see
+/// [`answer_exchange`]); larger ones before the writer's turn.
+const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// The request body, or the packet already decoded from it.
+enum Input {
+    Body(web::Bytes, Lease),
+    Packet(Packet),
+}
+
+/// Where the exchange's blocking trip got: done (the outcome, the answer's gzip, its memory),
+/// or waiting for the answer's memory (the packet, the bytes to wait for).
+enum Stage {
+    Done(ExchangeOutcome, Vec<u8>, Lease, Lease),
+    Wait(Packet, usize, Lease),
+}
+
+/// Applies the packet and builds the answer within `lease`, then compresses it.
+fn exchange_and_encode(
+    e: &Engine,
+    node: &crate::store::models::Node,
+    packet: Packet,
+    lease: &Lease,
+) -> EngineResult<(ExchangeOutcome, Vec<u8>)> {
+    let reserved = if lease.exclusive() {
+        usize::MAX
+    } else {
+        lease.bytes() / ANSWER_FACTOR
+    };
+    let mut outcome = e.exchange(node, packet, reserved)?;
+    let gz = codec::encode_packet(&outcome.answer);
+    // The packet's changes are no longer needed once compressed.
+    outcome.answer.changes = Vec::new();
+    Ok((outcome, gz))
 }
 
 /// The exchange envelope, borrowing `packet_data` from the body (no copy of a 16 MiB string).
