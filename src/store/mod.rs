@@ -461,4 +461,32 @@ mod tests {
         );
         assert_eq!(redact_url("data/x.db"), "data/x.db");
     }
+
+    /// The bundled SQLite is built as `.cargo/config.toml` asks: a build without it (the
+    /// variable lost, another crate forcing its own flags) still works but re-plans every
+    /// statement with a LIMIT on each run and serialises the pool on two global locks, which
+    /// only a benchmark would notice. So the options are checked here.
+    #[test]
+    fn bundled_sqlite_has_the_workspace_build_options() {
+        use diesel::connection::Connection;
+        use diesel::sql_types::Text;
+        #[derive(diesel::QueryableByName)]
+        struct Opt {
+            #[diesel(sql_type = Text)]
+            compile_options: String,
+        }
+        let mut conn = diesel::sqlite::SqliteConnection::establish(":memory:").unwrap();
+        let opts: Vec<String> = diesel::sql_query("PRAGMA compile_options")
+            .load::<Opt>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.compile_options)
+            .collect();
+        assert!(opts.iter().any(|o| o == "ENABLE_QPSG"), "{opts:?}");
+        assert!(opts.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{opts:?}");
+        assert!(
+            !opts.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{opts:?}"
+        );
+    }
 }

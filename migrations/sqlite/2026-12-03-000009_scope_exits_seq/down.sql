@@ -1,0 +1,1 @@
+DROP INDEX scope_exits_seq;
