@@ -8,7 +8,7 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::budget::{
-    inflated_bound, Lease, MemoryBudget, ANSWER_FACTOR, ANSWER_FLOOR, PACKET_FACTOR,
+    inflated_bound, KnownTokens, Lease, MemoryBudget, ANSWER_FACTOR, ANSWER_FLOOR, PACKET_FACTOR,
 };
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin, bearer, blocking, content_length, parse_json, read_body};
@@ -84,7 +84,20 @@ async fn answer_exchange(
     payload: web::Payload,
 ) -> ApiResult<(ReceiveReport, HttpResponse)> {
     let token = bearer(&req);
-    let node = blocking(&engine, move |e| e.require_node(token.as_deref())).await?;
+    // A token that authenticated recently, with a small body: authenticated below, on the
+    // exchange's one blocking trip ([`KnownTokens`]). Any other: before its body is read.
+    let known = content_length(&req).is_some_and(|n| n <= KnownTokens::BODY_BYTES)
+        && token.as_deref().is_some_and(|t| budget.known.contains(t));
+    let node = if known {
+        None
+    } else {
+        let t = token.clone();
+        let node = blocking(&engine, move |e| e.require_node(t.as_deref())).await?;
+        if let Some(t) = token.as_deref() {
+            budget.known.remember(t);
+        }
+        Some(node)
+    };
     let settings = engine.settings();
     let limit = settings.server.max_body_bytes;
     let max_packet = settings.server.max_packet_bytes;
@@ -104,7 +117,7 @@ async fn answer_exchange(
     // A large body is decoded before the writer's turn, so the turn is never held while its
     // inflated bound waits in the packet pool; a small one (every idle exchange) is decoded in
     // the same trip to a blocking thread as the rest.
-    let input = if body.len() > INLINE_DECODE_BYTES {
+    let input = if body.len() > INLINE_DECODE_BYTES && !known {
         let (packet, inflated) =
             blocking(&engine, move |_| decode_envelope(&body, max_packet)).await?;
         drop(body_lease);
@@ -121,8 +134,16 @@ async fn answer_exchange(
     // trip is a thread wake-up, a sizeable part of an idle exchange).
     let turn = budget.writer_turn().await?;
     let answers = budget.answers.clone();
-    let caller = node.clone();
+    let budget_for_auth = budget.clone();
     let stage = blocking(&engine, move |e| {
+        let caller = match node {
+            Some(node) => node,
+            None => e.require_node(token.as_deref()).inspect_err(|_| {
+                if let Some(t) = token.as_deref() {
+                    budget_for_auth.known.forget(t);
+                }
+            })?,
+        };
         let packet = match input {
             Input::Packet(packet) => packet,
             Input::Body(body, body_lease) => {
@@ -138,13 +159,13 @@ async fn answer_exchange(
                 let (outcome, gz) = exchange_and_encode(e, &caller, packet, &lease)?;
                 Stage::Done(outcome, gz, lease, packet_lease)
             }
-            None => Stage::Wait(packet, want, packet_lease),
+            None => Stage::Wait(caller, packet, want, packet_lease),
         })
     })
     .await?;
     let (outcome, gz, mut answer_lease, packet_lease) = match stage {
         Stage::Done(outcome, gz, lease, packet_lease) => (outcome, gz, lease, packet_lease),
-        Stage::Wait(packet, want, packet_lease) => {
+        Stage::Wait(node, packet, want, packet_lease) => {
             let lease = budget.answers.lease(want).await?;
             let (outcome, lease) = blocking(&engine, move |e| {
                 exchange_and_encode(e, &node, packet, &lease).map(|done| (done, lease))
@@ -197,10 +218,10 @@ enum Input {
 }
 
 /// Where the exchange's blocking trip got: done (the outcome, the answer's gzip, its memory),
-/// or waiting for the answer's memory (the packet, the bytes to wait for).
+/// or waiting for the answer's memory (the caller, the packet, the bytes to wait for).
 enum Stage {
     Done(ExchangeOutcome, Vec<u8>, Lease, Lease),
-    Wait(Packet, usize, Lease),
+    Wait(crate::store::models::Node, Packet, usize, Lease),
 }
 
 /// Applies the packet and builds the answer within `lease`, then compresses it.

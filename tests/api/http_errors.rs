@@ -1088,3 +1088,51 @@ fn a_disabled_node_is_refused_by_every_client_protocol() {
     // Nothing any of them sent exists.
     assert_eq!(app.entity("Task", &id).0, 404);
 }
+
+/// An exchange whose token authenticated before is checked again every time: after its node is
+/// disabled, or its token rotated, the same token's next exchange is refused (401) and nothing
+/// it carried is applied or numbered — however recently that token was accepted (the server
+/// authenticates known tokens later in the exchange, never less).
+#[test]
+fn a_token_accepted_before_is_refused_once_disabled_or_rotated() {
+    let app = TestApp::spawn();
+    let mut a = app.register("WAS-OK");
+    for _ in 0..3 {
+        assert_eq!(a.sync(&app, vec![]).status, 200);
+    }
+    let (s, body) = app.post(
+        &format!("/api/sync/nodes/{}/disable", a.id),
+        Some(ADMIN),
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let before = counters(&app, &a);
+    let id = new_uuid();
+    let ex = a.sync(&app, vec![upsert("Task", &id, 0, json!({"n": 1}))]);
+    assert_eq!(ex.status, 401, "{}", ex.body);
+    assert_eq!(ex.body["error"], "unauthorized", "{}", ex.body);
+    assert_eq!(counters(&app, &a), before);
+    assert_eq!(app.entity("Task", &id).0, 404);
+
+    let (s, body) = app.post(
+        &format!("/api/sync/nodes/{}/enable", a.id),
+        Some(ADMIN),
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(a.sync(&app, vec![]).status, 200);
+    let (s, body) = app.post(
+        &format!("/api/sync/nodes/{}/token", a.id),
+        Some(ADMIN),
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let new_token = body["auth_token"].as_str().unwrap().to_string();
+    let before = counters(&app, &a);
+    let ex = a.sync(&app, vec![upsert("Task", &id, 0, json!({"n": 2}))]);
+    assert_eq!(ex.status, 401, "the old token: {}", ex.body);
+    assert_eq!(counters(&app, &a), before);
+    assert_eq!(app.entity("Task", &id).0, 404);
+    a.token = new_token;
+    assert_eq!(a.sync(&app, vec![]).status, 200, "the new token works");
+}
