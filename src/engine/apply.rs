@@ -43,12 +43,14 @@ impl SeqAlloc {
         self.next - 1
     }
 
-    pub fn finish(self, conn: &mut Conn) -> StoreResult<()> {
+    /// Writes the counter back; returns the highest number handed out (the stored one when
+    /// none was).
+    pub fn finish(self, conn: &mut Conn) -> StoreResult<i64> {
         let used = self.next - self.start;
         if used > 0 {
             crate::store::alloc_seq(conn, used)?;
         }
-        Ok(())
+        Ok(self.last())
     }
 }
 

@@ -154,12 +154,12 @@ impl Engine {
         }
         // Acknowledgments only move forward.
         if ack > node.acked_packet_no {
-            if let Some(rec) = queue::out_packet_at_most(conn, &node.id, ack)? {
-                node.acked_seq = node.acked_seq.max(rec.high_seq);
+            if let Some((packet_no, high_seq)) = queue::settle_acked(conn, &node.id, ack)? {
+                node.acked_seq = node.acked_seq.max(high_seq);
                 if self.settings.scopes.is_some() {
                     // Every stream the packet was built from settles up to its high_seq; a
                     // loss with nothing left to drain goes.
-                    scopes::raise(conn, &node.id, rec.high_seq, rec.packet_no)?;
+                    scopes::raise(conn, &node.id, high_seq, packet_no)?;
                     for l in scopes::losses_of(conn, &node.id)? {
                         if pending::loss_drained(conn, &l)? {
                             scopes::drop_loss(conn, &node.id, &l.scope)?;
@@ -169,7 +169,6 @@ impl Engine {
             }
             node.acked_packet_no = ack;
             queue::prune(conn, &node.id, node.acked_seq)?;
-            queue::prune_out_packets(conn, &node.id, ack)?;
         }
         node.last_sync_in = Some(now.to_string());
 
@@ -287,11 +286,9 @@ impl Engine {
         self.check_packet_header(caller, &packet)?;
         let now = starsync_protocol::now_ts();
         let (report, answer, node) = self.apply_once_or_isolated(|isolate| {
-            self.write_noting(|conn| {
+            self.write_sequenced(|conn, seq| {
                 let mut node = self.reload_active(conn, &caller.id)?;
-                let mut seq = SeqAlloc::begin(conn)?;
-                let report =
-                    self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
+                let report = self.receive_in_tx(conn, &mut node, &packet, seq, &now, isolate)?;
                 let budget = Budget {
                     reserved,
                     ..Budget::new(self.settings.sync.batch_size, self.settings.answer_budget())
@@ -307,7 +304,6 @@ impl Engine {
                     seq.last(),
                     &now,
                 )?;
-                seq.finish(conn)?;
                 nodes::save_counters(conn, &node)?;
                 let events = exchange_events(&node, &packet, Some(&answer), &report);
                 Ok(((report, answer, node), events))
@@ -356,12 +352,9 @@ impl Engine {
         self.check_packet_header(&node, &packet)?;
         let now = starsync_protocol::now_ts();
         let report = self.apply_once_or_isolated(|isolate| {
-            self.write_noting(|conn| {
+            self.write_sequenced(|conn, seq| {
                 let mut node = self.reload_active(conn, &node.id)?;
-                let mut seq = SeqAlloc::begin(conn)?;
-                let report =
-                    self.receive_in_tx(conn, &mut node, &packet, &mut seq, &now, isolate)?;
-                seq.finish(conn)?;
+                let report = self.receive_in_tx(conn, &mut node, &packet, seq, &now, isolate)?;
                 nodes::save_counters(conn, &node)?;
                 let events = exchange_events(&node, &packet, None, &report);
                 Ok((report, events))

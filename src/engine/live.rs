@@ -169,8 +169,15 @@ pub struct Commit {
 /// On a hub with `[scopes]` (`scoped`), it also lists the scopes the commit touched: each new
 /// state's scope and each scope an entity left (`scope_exits`, whose nodes get a DELETE), so
 /// [`may_receive`] wakes only the nodes that see one of them.
-pub fn summarize(conn: &mut Conn, before: i64, scoped: bool) -> StoreResult<Option<CommitSummary>> {
-    let last = store::last_seq(conn)?;
+///
+/// `last` is the counter at the end of the transaction (the caller knows it: reading it here
+/// again would be one more statement under the writer lock).
+pub fn summarize(
+    conn: &mut Conn,
+    before: i64,
+    last: i64,
+    scoped: bool,
+) -> StoreResult<Option<CommitSummary>> {
     if last <= before {
         return Ok(None);
     }

@@ -7,7 +7,7 @@
 //! `EngineError::LostConflict` is returned after the commit, never from inside it).
 
 use super::admin::entities::{check_entity_key, entity_view};
-use super::apply::{Applied, SeqAlloc};
+use super::apply::Applied;
 use super::live::AdminEvent;
 use super::{Engine, EngineError, EngineResult};
 use crate::store::models::{Entity, Node};
@@ -148,10 +148,9 @@ impl Engine {
         };
         let valid = validate_change(&change, &clock).map_err(rejection)?;
         let outcome = self.apply_once_or_isolated(|isolate| {
-            self.write_noting(|conn| {
-                let mut seq = SeqAlloc::begin(conn)?;
+            self.write_sequenced(|conn, seq| {
                 let view = self.view(conn, node)?;
-                let mut ctx = self.node_ctx(&node.id, &now, &mut seq);
+                let mut ctx = self.node_ctx(&node.id, &now, seq);
                 // `If-Match` is the base whoever wrote the current version: several apps may
                 // share this node's token.
                 ctx.strict_base = true;
@@ -190,7 +189,6 @@ impl Engine {
                     .current(conn, entity_type, uuid)?
                     .ok_or_else(|| not_found(entity_type, uuid))?;
                 drop(ctx);
-                seq.finish(conn)?;
                 Ok(match applied {
                     Applied::Done => (Outcome::Done(after), Vec::new()),
                     Applied::Conflict(c) => {

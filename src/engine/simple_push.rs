@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::apply::{Applied, SeqAlloc};
+use super::apply::Applied;
 use super::live::AdminEvent;
 use super::{Engine, EngineError, EngineResult};
 use crate::config::Strategy;
@@ -159,10 +159,9 @@ impl Engine {
             })
             .collect();
         let report = self.apply_once_or_isolated(|isolate| {
-            self.write_noting(|conn| {
-                let mut seq = SeqAlloc::begin(conn)?;
+            self.write_sequenced(|conn, seq| {
                 let view = self.view(conn, node)?;
-                let mut ctx = self.node_ctx(&node.id, &now, &mut seq);
+                let mut ctx = self.node_ctx(&node.id, &now, seq);
                 ctx.strict_base = true;
                 let valid_ids: Vec<&str> = checked
                     .iter()
@@ -248,7 +247,6 @@ impl Engine {
                 }
                 ctx.flush(conn)?;
                 drop(ctx);
-                seq.finish(conn)?;
                 let events = report
                     .conflicts
                     .iter()

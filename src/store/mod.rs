@@ -420,12 +420,15 @@ pub fn server_identity(conn: &mut Conn) -> StoreResult<models::ServerState> {
 
 /// Allocates `n` consecutive global sequence numbers and returns the first. Must run inside a
 /// write transaction.
+///
+/// One statement (`RETURNING`), not an update and a read: it runs under the writer lock, where
+/// on PostgreSQL every statement is a round trip that all other writers wait behind.
 pub fn alloc_seq(conn: &mut Conn, n: i64) -> StoreResult<i64> {
     use schema::server_state::dsl as s;
-    diesel::update(s::server_state.find(1))
+    let last: i64 = diesel::update(s::server_state.find(1))
         .set(s::last_seq.eq(s::last_seq + n))
-        .execute(conn)?;
-    let last: i64 = s::server_state.find(1).select(s::last_seq).first(conn)?;
+        .returning(s::last_seq)
+        .get_result(conn)?;
     Ok(last - n + 1)
 }
 

@@ -70,24 +70,25 @@ pub fn record_out_packet(conn: &mut Conn, row: &OutPacket) -> StoreResult<()> {
     Ok(())
 }
 
-/// The newest recorded packet numbered at most `packet_no` (acknowledgments are cumulative).
-pub fn out_packet_at_most(
+/// Settles an acknowledgment (cumulative): forgets the records of the node's packets numbered
+/// at most `packet_no` and returns the newest of them as `(packet_no, high_seq)`, or `None`
+/// when none was recorded.
+///
+/// One `DELETE … RETURNING` instead of a read and a delete: it runs under the writer lock on
+/// every exchange that acknowledges an answer, where each statement is a round trip on
+/// PostgreSQL. A record is needed only until its packet is acknowledged: a later
+/// acknowledgment names a later packet, whose own record it reads.
+pub fn settle_acked(
     conn: &mut Conn,
     node_id: &str,
     packet_no: i64,
-) -> StoreResult<Option<OutPacket>> {
-    Ok(p::sync_packets_out
-        .filter(p::node_id.eq(node_id).and(p::packet_no.le(packet_no)))
-        .order(p::packet_no.desc())
-        .first(conn)
-        .optional()?)
-}
-
-/// Forgets packet records at or below an acknowledged number.
-pub fn prune_out_packets(conn: &mut Conn, node_id: &str, upto: i64) -> StoreResult<()> {
-    diesel::delete(p::sync_packets_out.filter(p::node_id.eq(node_id).and(p::packet_no.lt(upto))))
-        .execute(conn)?;
-    Ok(())
+) -> StoreResult<Option<(i64, i64)>> {
+    let settled: Vec<(i64, i64)> = diesel::delete(
+        p::sync_packets_out.filter(p::node_id.eq(node_id).and(p::packet_no.le(packet_no))),
+    )
+    .returning((p::packet_no, p::high_seq))
+    .get_results(conn)?;
+    Ok(settled.into_iter().max_by_key(|&(no, _)| no))
 }
 
 /// How many of a node's newest packet reports are kept for answering resent duplicates.
