@@ -136,9 +136,12 @@ async fn answer_exchange(
     let answers = budget.answers.clone();
     let budget_for_auth = budget.clone();
     let stage = blocking(&engine, move |e| {
-        let caller = match node {
-            Some(node) => node,
-            None => e.require_node(token.as_deref()).inspect_err(|_| {
+        let (caller, answer_bytes) = match node {
+            Some(node) => {
+                let bytes = e.next_answer_bytes(&node)?;
+                (node, bytes)
+            }
+            None => e.require_node_sized(token.as_deref()).inspect_err(|_| {
                 if let Some(t) = token.as_deref() {
                     budget_for_auth.known.forget(t);
                 }
@@ -153,7 +156,7 @@ async fn answer_exchange(
                 packet
             }
         };
-        let want = ANSWER_FACTOR * e.next_answer_bytes(&caller)?.max(ANSWER_FLOOR);
+        let want = ANSWER_FACTOR * answer_bytes.max(ANSWER_FLOOR);
         Ok(match answers.try_lease(want) {
             Some(lease) => {
                 let (outcome, gz) = exchange_and_encode(e, &caller, packet, &lease)?;

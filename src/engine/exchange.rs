@@ -264,13 +264,18 @@ impl Engine {
 
     /// Upper bound of the JSON size of the node's next answer packet, read without the writer
     /// lock: the HTTP layer sets this much memory aside before [`Engine::exchange`] builds it.
+    ///
+    /// `node` as its caller authenticated it, a moment ago, not read again: the bound only
+    /// sizes memory (the answer is cut to what was set aside whatever it says), and the
+    /// exchange itself reloads the node and refuses a disabled one.
     pub fn next_answer_bytes(&self, node: &Node) -> EngineResult<usize> {
+        self.read(|conn| self.answer_bytes_on(conn, node))
+    }
+
+    pub(crate) fn answer_bytes_on(&self, conn: &mut Conn, node: &Node) -> EngineResult<usize> {
         let budget = Budget::new(self.settings.sync.batch_size, self.settings.answer_budget());
-        self.read(|conn| {
-            let node = self.reload_active(conn, &node.id)?;
-            let view = self.view(conn, &node)?;
-            Ok(outbound::next_packet_bytes(conn, &view, budget)?)
-        })
+        let view = self.view(conn, node)?;
+        Ok(outbound::next_packet_bytes(conn, &view, budget)?)
     }
 
     /// The full HTTP exchange for an authenticated node. The answer packet holds at most
