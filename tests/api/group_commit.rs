@@ -8,7 +8,8 @@
 //! (the log says so), and the test checks what a node relies on when one member fails:
 //! - its own failure (a database error in its savepoint) rolls back only itself: its batch mates
 //!   are answered 200 and their changes are stored; its change is not, and its packet number is
-//!   not used up;
+//!   not used up; the same when it is the batch's first member, which has no savepoint (the
+//!   transaction is rolled back whole, and those queued behind it share a new one);
 //! - a failure at commit (a deferred constraint) fails all three with a JSON error, and nothing
 //!   of any of them is stored: the same packets, sent again, are applied as new.
 //!
@@ -102,14 +103,10 @@ fn is_postgres(app: &TestApp) -> bool {
     app.db.as_ref().unwrap().is_postgres()
 }
 
-#[test]
-fn a_member_failing_mid_batch_rolls_back_only_itself() {
-    let (app, p, pool) = setup();
-    let mut a = app.register("A");
-    let mut bad = app.register("BAD");
-    let mut b = app.register("B");
-    // Saving BAD's counters — after its change was written — fails inside the database.
-    let sql = if is_postgres(&app) {
+/// From now on, saving node BAD's counters — after its packet's changes were written — fails
+/// inside the database (a trigger), until [`stop_failing`].
+fn fail_node_bad(app: &TestApp, pool: &starsync::store::Pool) {
+    let sql = if is_postgres(app) {
         "CREATE FUNCTION fail_bad() RETURNS trigger AS $$ BEGIN \
              RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql;
          CREATE TRIGGER fail_bad BEFORE UPDATE ON sync_nodes FOR EACH ROW \
@@ -120,6 +117,24 @@ fn a_member_failing_mid_batch_rolls_back_only_itself() {
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
     };
     pool.get().unwrap().batch_execute(sql).unwrap();
+}
+
+fn stop_failing(app: &TestApp, pool: &starsync::store::Pool) {
+    let drop = if is_postgres(app) {
+        "DROP TRIGGER fail_bad ON sync_nodes"
+    } else {
+        "DROP TRIGGER fail_bad"
+    };
+    pool.get().unwrap().batch_execute(drop).unwrap();
+}
+
+#[test]
+fn a_member_failing_mid_batch_rolls_back_only_itself() {
+    let (app, p, pool) = setup();
+    let mut a = app.register("A");
+    let mut bad = app.register("BAD");
+    let mut b = app.register("B");
+    fail_node_bad(&app, &pool);
 
     let (ua, ubad, ub) = (new_uuid(), new_uuid(), new_uuid());
     let out = batch_of_three(
@@ -156,12 +171,7 @@ fn a_member_failing_mid_batch_rolls_back_only_itself() {
     );
 
     // Its packet number was not used up: once the fault is gone, the same packet 1 applies.
-    let drop = if is_postgres(&app) {
-        "DROP TRIGGER fail_bad ON sync_nodes"
-    } else {
-        "DROP TRIGGER fail_bad"
-    };
-    pool.get().unwrap().batch_execute(drop).unwrap();
+    stop_failing(&app, &pool);
     let again = bad.sync_at(&p.base, vec![upsert("Doc", &ubad, 0, json!({"by": "BAD"}))]);
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["duplicate"], false, "{}", again.body);
@@ -176,6 +186,60 @@ fn a_member_failing_mid_batch_rolls_back_only_itself() {
             assert!(n.entities.contains_key(&key), "{} lacks {u}", n.code);
         }
     }
+}
+
+/// A batch's first member runs without a savepoint of its own (docs/design.md, "Group
+/// commit"): when it fails after writing, the whole transaction is rolled back — its change with
+/// it, nothing else was in it — and the writes queued behind it share a new batch, answered and
+/// stored as if nothing had happened before them.
+#[test]
+fn a_failing_first_member_rolls_back_alone_and_the_queued_ones_go_on() {
+    let (app, p, pool) = setup();
+    let mut bad = app.register("BAD");
+    let mut a = app.register("A");
+    let mut b = app.register("B");
+    fail_node_bad(&app, &pool);
+
+    let (ubad, ua, ub) = (new_uuid(), new_uuid(), new_uuid());
+    let out = batch_of_three(
+        &p,
+        &pool,
+        [
+            (
+                &mut bad,
+                vec![upsert("Doc", &ubad, 0, json!({"by": "BAD"}))],
+            ),
+            (&mut a, vec![upsert("Doc", &ua, 0, json!({"by": "A"}))]),
+            (&mut b, vec![upsert("Doc", &ub, 0, json!({"by": "B"}))]),
+        ],
+    );
+    assert_eq!(out[0].status, 500, "{}", out[0].body);
+    assert_eq!(out[0].body["error"], "internal_error", "{}", out[0].body);
+    for ex in [&out[1], &out[2]] {
+        assert_eq!(ex.status, 200, "{}", ex.body);
+        assert_eq!(ex.body["processed_count"], 1, "{}", ex.body);
+    }
+    // A and B share the next commit (with BAD's change-by-change retry, when the database's
+    // refusal is one it retries, which fails in its own savepoint).
+    assert!(
+        batch_members(&p, "write batch committed") >= 2,
+        "the two queued exchanges shared the next commit"
+    );
+    assert_eq!(app.entity("Doc", &ua).0, 200);
+    assert_eq!(app.entity("Doc", &ub).0, 200);
+    assert_eq!(
+        app.entity("Doc", &ubad).0,
+        404,
+        "a failed exchange changes nothing"
+    );
+
+    // Its packet number was not used up, and the writer goes on working.
+    stop_failing(&app, &pool);
+    let again = bad.sync_at(&p.base, vec![upsert("Doc", &ubad, 0, json!({"by": "BAD"}))]);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicate"], false, "{}", again.body);
+    assert_eq!(again.body["processed_count"], 1, "{}", again.body);
+    assert_eq!(app.entity("Doc", &ubad).0, 200);
 }
 
 #[test]
